@@ -1,0 +1,8 @@
+"""``python -m bidsapp``."""
+
+import sys
+
+from bidsapp.cli.run import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Anatomical derivatives of the original image, computed once per image and reused."""

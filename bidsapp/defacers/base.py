@@ -1,0 +1,123 @@
+"""What every defacer provides, and the steps they all share.
+
+A defacer is a small object in the registry (:mod:`bidsapp.defacers`). It says whether it can
+run here (and why not), its version, and how to deface one 3D image. The runner
+(:mod:`bidsapp.defacers.runner`) calls it in a child process, so that its wall time and peak
+memory are its own, then applies the brain guard and writes the results.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import nibabel as nib
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a defacer can run on this machine; ``reason`` says why not."""
+
+    available: bool
+    reason: str = ""
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class DefaceRequest:
+    """Everything a defacer may use to deface one image.
+
+    ``image`` is the input as loaded (never written to). ``brain_mask`` is a boolean array on the
+    image's grid (deepbet on the original), or None. ``work_dir`` is a private scratch folder
+    (external tools run there). ``options`` carries defacer-specific flags (``ears``, ``reface``).
+    """
+
+    image: nib.Nifti1Image
+    image_path: Path
+    work_dir: Path
+    brain_mask: np.ndarray | None = None
+    seed: int = 42
+    threads: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DefaceOutput:
+    """A defacer's answer: the defaced voxel array on exactly the input's grid.
+
+    ``data`` has the input's shape; the runner casts it to the input's on-disk dtype. ``command``
+    is the command line of an external tool (None for an in-process one); ``parameters`` are the
+    settings that produced the result; ``notes`` are human-readable remarks for the record.
+    """
+
+    data: np.ndarray
+    parameters: dict[str, Any] = field(default_factory=dict)
+    command: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Defacer:
+    """Base class of the registry's entries.
+
+    Subclasses set ``name`` (alphanumeric; it is also the BIDS ``desc-`` label), ``title``,
+    ``summary`` (one line for ``--help``), ``needs_brain_mask`` and ``guard_by_default``, and
+    implement :meth:`availability` and :meth:`deface`.
+    """
+
+    name: str = ""
+    title: str = ""
+    summary: str = ""
+    citation: str = ""
+    license: str = ""
+    needs_brain_mask: bool = False
+    guard_by_default: bool = False
+    #: "native" runs with pip alone; "external" needs a toolkit that lives in the container.
+    kind: str = "native"
+
+    def availability(self) -> Availability:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def deface(self, request: DefaceRequest) -> DefaceOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<Defacer {self.name}>"
+
+
+def remove_voxels(image: nib.Nifti1Image, removed: np.ndarray) -> np.ndarray:
+    """Return the image's voxel values with ``removed`` voxels set to 0 (the stored dtype)."""
+    data = np.asanyarray(image.dataobj).copy()
+    if data.shape != removed.shape:
+        raise ValueError(f"mask shape {removed.shape} does not match image shape {data.shape}")
+    data[removed.astype(bool)] = 0
+    return data
+
+
+def python_module_version(module: str) -> Availability:
+    """Availability of a defacer that needs only an importable Python distribution."""
+    from importlib import import_module
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        import_module(module)
+    except Exception as exc:  # ImportError, or a broken install that fails on import
+        return Availability(False, f"Python package '{module}' cannot be imported ({exc})")
+    try:
+        return Availability(True, version=version(module))
+    except PackageNotFoundError:
+        return Availability(True, version="unknown")
+
+
+def find_executables(*names: str) -> tuple[dict[str, str], list[str]]:
+    """Locate executables on PATH; returns (found name -> path, missing names)."""
+    found, missing = {}, []
+    for exe in names:
+        path = shutil.which(exe)
+        if path:
+            found[exe] = path
+        else:
+            missing.append(exe)
+    return found, missing
