@@ -97,14 +97,16 @@ def remove_voxels(image: nib.Nifti1Image, removed: np.ndarray) -> np.ndarray:
 
 
 def python_module_version(module: str) -> Availability:
-    """Availability of a defacer that needs only an importable Python distribution."""
-    from importlib import import_module
-    from importlib.metadata import PackageNotFoundError, version
+    """Availability of a defacer that needs only an installed Python distribution.
 
-    try:
-        import_module(module)
-    except Exception as exc:  # ImportError, or a broken install that fails on import
-        return Availability(False, f"Python package '{module}' cannot be imported ({exc})")
+    Looks the module up without importing it (importing torch would cost seconds and memory).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    if find_spec(module) is None:
+        return Availability(False, f"Python package '{module}' is not installed "
+                                   f"(pip install {module})")
     try:
         return Availability(True, version=version(module))
     except PackageNotFoundError:

@@ -1,0 +1,119 @@
+"""Atomic file writing: an interrupted run never leaves a partial file under a final name."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+
+def _temporary_sibling(path: Path) -> Path:
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}",
+                                    dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    os.chmod(tmp, 0o644)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    try:
+        tmp.write_bytes(data)
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(dst)
+    try:
+        shutil.copyfile(src, tmp)
+        _commit(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def save_like(reference: nib.Nifti1Image, data: np.ndarray, path: Path,
+              dtype=None) -> nib.Nifti1Image:
+    """Save ``data`` on ``reference``'s grid with its header, atomically; return what was written.
+
+    Without ``dtype``, the reference's stored dtype and scaling are kept, so an unchanged voxel
+    is written back bit for bit. ``data`` holds scaled values (as ``np.asanyarray(img.dataobj)``
+    returns them).
+    """
+    header = reference.header.copy()
+    slope = getattr(reference.dataobj, "slope", 1.0)
+    inter = getattr(reference.dataobj, "inter", 0.0)
+    if dtype is None:
+        dtype = reference.get_data_dtype()
+        raw = np.asarray(data, dtype=np.float64) if (slope, inter) != (1.0, 0.0) else np.asarray(data)
+        if (slope, inter) != (1.0, 0.0):
+            raw = (raw - inter) / slope
+    else:
+        raw, slope, inter = np.asarray(data), 1.0, 0.0
+        header.set_data_dtype(dtype)
+    raw = _cast(raw, np.dtype(dtype))
+    image = nib.Nifti1Image(raw, reference.affine, header)
+    image.header.set_data_dtype(dtype)
+    image.header.set_slope_inter(slope, inter)
+    for key in ("sform", "qform"):  # keep both transforms exactly as the input had them
+        getter = getattr(reference.header, f"get_{key}")
+        matrix, code = getter(coded=True)
+        if matrix is not None:
+            getattr(image.header, f"set_{key}")(matrix, int(code))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    try:
+        image.to_filename(str(tmp))
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return nib.load(str(path))
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast to ``dtype``, rounding and clipping for integer types."""
+    if values.dtype == dtype:
+        return values
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return values.astype(dtype)

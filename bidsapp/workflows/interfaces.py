@@ -1,0 +1,176 @@
+"""Thin nipype interfaces around bidsapp's functions (the work happens in the functions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits,
+)
+
+
+class _BrainMaskInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="original image")
+    threads = traits.Int(1, usedefault=True)
+
+
+class _BrainMaskOutputSpec(TraitedSpec):
+    out_mask = File(exists=True, desc="deepbet brain mask on the image grid (uint8)")
+
+
+class BrainMask(SimpleInterface):
+    """deepbet brain mask of the original image (computed once, reused by every defacer)."""
+
+    input_spec = _BrainMaskInputSpec
+    output_spec = _BrainMaskOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+        import numpy as np
+
+        from bidsapp.anatomy.brainmask import deepbet_brain_mask
+        from bidsapp.io import save_like
+
+        image = nib.load(self.inputs.in_file)
+        mask = deepbet_brain_mask(image, threads=self.inputs.threads)
+        out = Path(runtime.cwd) / "brain_mask.nii.gz"
+        save_like(image, mask.astype(np.uint8), out, dtype=np.uint8)
+        self._results["out_mask"] = str(out)
+        return runtime
+
+
+class _CoregisterInputSpec(BaseInterfaceInputSpec):
+    target = File(exists=True, mandatory=True, desc="the T2w/FLAIR/... image")
+    t1w = File(exists=True, mandatory=True, desc="the session's T1w")
+    t1w_brain_mask = File(exists=True, mandatory=True)
+    seed = traits.Int(42, usedefault=True)
+    threads = traits.Int(1, usedefault=True)
+
+
+class _CoregisterOutputSpec(TraitedSpec):
+    transform = File(exists=True, desc="rigid transform, T1w onto target (ANTs .mat)")
+    out_mask = File(exists=True, desc="T1w brain mask carried onto the target grid")
+
+
+class Coregister(SimpleInterface):
+    """Rigid registration of the session T1w onto another anatomical image of the session."""
+
+    input_spec = _CoregisterInputSpec
+    output_spec = _CoregisterOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+        import numpy as np
+
+        from bidsapp.anatomy.coregister import carry_mask, rigid_register
+        from bidsapp.io import save_like
+
+        cwd = Path(runtime.cwd)
+        transform = rigid_register(Path(self.inputs.target), Path(self.inputs.t1w),
+                                   cwd / "t1w_to_target_", seed=self.inputs.seed,
+                                   threads=self.inputs.threads)
+        target = nib.load(self.inputs.target)
+        t1_mask = nib.load(self.inputs.t1w_brain_mask)
+        # no edge extension for the brain: outside the T1w's field of view there is no brain
+        mask = carry_mask(np.asanyarray(t1_mask.dataobj) > 0, t1_mask.affine, target, transform,
+                          extend_mm=0)
+        out = cwd / "brain_mask.nii.gz"
+        save_like(target, mask.astype(np.uint8), out, dtype=np.uint8)
+        self._results.update(transform=str(transform), out_mask=str(out))
+        return runtime
+
+
+class _DefaceInputSpec(BaseInterfaceInputSpec):
+    defacer = traits.Str(mandatory=True)
+    in_file = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, desc="brain mask of the original (deepbet or carried)")
+    guard = traits.Bool(False, usedefault=True)
+    guard_margin_mm = traits.Float(5.0, usedefault=True)
+    seed = traits.Int(42, usedefault=True)
+    threads = traits.Int(1, usedefault=True)
+    options = traits.Dict(usedefault=True)
+    source_image = traits.Str(desc="T1w whose altered mask is carried over (transfer mode)")
+    source_record = traits.Dict(desc="the T1w's defacer record (transfer mode)")
+    source_altered = traits.Str(desc="the T1w's altered-voxel mask (transfer mode)")
+    transform = File(exists=True, desc="rigid transform T1w -> this image (transfer mode)")
+
+
+class _DefaceOutputSpec(TraitedSpec):
+    record = traits.Dict(desc="the run's record (status, times, memory, provenance)")
+    result_dir = traits.Str(desc="folder with defaced.nii.gz, altered.nii.gz, record.json")
+    altered = traits.Str(desc="altered-voxel mask, empty when the run failed")
+
+
+class Deface(SimpleInterface):
+    """One defacer on one image, in a measured child process. Never raises on tool failure."""
+
+    input_spec = _DefaceInputSpec
+    output_spec = _DefaceOutputSpec
+
+    def _run_interface(self, runtime):
+        from bidsapp.defacers.runner import ALTERED, make_spec, run_measured
+
+        out_dir = Path(runtime.cwd) / "run"
+        transfer = None
+        if self.inputs.transform:
+            source = dict(self.inputs.source_record)
+            if source.get("status") != "ok":
+                record = {"defacer": self.inputs.defacer, "status": "failed",
+                          "mode": "carried-from-T1w", "source_image": self.inputs.source_image,
+                          "error": f"defacing of the session T1w ({Path(self.inputs.source_image).name}) "
+                                   f"with {self.inputs.defacer} failed, so its mask cannot be carried over"}
+                self._results.update(record=record, result_dir=str(out_dir), altered="")
+                return runtime
+            transfer = {"source_image": self.inputs.source_image,
+                        "source_altered": self.inputs.source_altered,
+                        "transform": self.inputs.transform}
+        spec = make_spec(
+            defacer=self.inputs.defacer, image=Path(self.inputs.in_file), out_dir=out_dir,
+            brain_mask=Path(self.inputs.brain_mask) if self.inputs.brain_mask else None,
+            guard=self.inputs.guard, guard_margin_mm=self.inputs.guard_margin_mm,
+            seed=self.inputs.seed, threads=self.inputs.threads, options=self.inputs.options,
+            transfer=transfer,
+        )
+        record = run_measured(spec)
+        altered = out_dir / ALTERED
+        self._results.update(record=record, result_dir=str(out_dir),
+                             altered=str(altered) if record["status"] == "ok" else "")
+        return runtime
+
+
+class _SinkInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    bids_dir = traits.Str(mandatory=True)
+    image = traits.Str(mandatory=True, desc="JSON of the AnatImage")
+    defacer = traits.Str(desc="defacer name (defacer results)")
+    result_dir = traits.Str(desc="the Deface node's result folder")
+    record = traits.Dict(desc="record to write")
+    brain_mask = traits.Str(desc="brain mask to write with the input record")
+
+
+class _SinkOutputSpec(TraitedSpec):
+    out_files = traits.List(traits.Str)
+
+
+class DerivativesSink(SimpleInterface):
+    """Write results into the derivatives folder through :mod:`bidsapp.outputs`."""
+
+    input_spec = _SinkInputSpec
+    output_spec = _SinkOutputSpec
+
+    def _run_interface(self, runtime):
+        from bidsapp import outputs
+        from bidsapp.workflows.participant import image_from_json
+
+        image = image_from_json(self.inputs.image)
+        output_dir, bids_dir = Path(self.inputs.output_dir), Path(self.inputs.bids_dir)
+        if self.inputs.defacer:
+            written = outputs.write_defacer_result(
+                output_dir, bids_dir, image, self.inputs.defacer, Path(self.inputs.result_dir),
+                dict(self.inputs.record))
+        else:
+            written = outputs.write_input_record(
+                output_dir, bids_dir, image, dict(self.inputs.record),
+                Path(self.inputs.brain_mask) if self.inputs.brain_mask else None)
+        self._results["out_files"] = [str(p) for p in written]
+        return runtime

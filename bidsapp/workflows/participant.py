@@ -1,0 +1,120 @@
+"""The participant-level nipype workflow: brain mask once per image, every defacer, outputs.
+
+For each anatomical image: a deepbet brain mask of the original (``brainmask_*``), one measured
+run per defacer (``deface_*``) and a sink for each result (``ds_*``). A T2w, FLAIR or other
+non-T1w image of a session that has a T1w is defaced with that T1w's altered-voxel mask carried
+over by a rigid registration (``coreg_*``, computed once and reused by every defacer).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nipype.pipeline import engine as pe
+
+from bidsapp.bids import AnatImage
+from bidsapp.settings import Settings
+from bidsapp.workflows.interfaces import BrainMask, Coregister, Deface, DerivativesSink
+
+
+def image_to_json(image: AnatImage) -> str:
+    return json.dumps({"path": str(image.path), "entities": image.entities,
+                       "suffix": image.suffix})
+
+
+def image_from_json(text: str) -> AnatImage:
+    data = json.loads(text)
+    return AnatImage(Path(data["path"]), tuple(tuple(e) for e in data["entities"]),
+                     data["suffix"])
+
+
+def _node_name(prefix: str, *parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", "_".join((prefix, *parts)))
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """How one image is defaced: directly, or with the mask of ``reference`` (a T1w)."""
+
+    image: AnatImage
+    reference: AnatImage | None = None
+
+    @property
+    def mode(self) -> str:
+        return "direct" if self.reference is None else "carried-from-T1w"
+
+
+def plan_images(images: list[AnatImage]) -> list[ImagePlan]:
+    """T1w images are defaced directly; others take their session's first T1w when there is one."""
+    t1w = {}
+    for image in images:
+        if image.suffix == "T1w":
+            t1w.setdefault((image.subject, image.session), image)
+    plans = []
+    for image in images:
+        reference = None if image.suffix == "T1w" else t1w.get((image.subject, image.session))
+        plans.append(ImagePlan(image, reference))
+    return plans
+
+
+def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatImage],
+                        input_records: dict[str, dict], defacers: list[str],
+                        name: str | None = None) -> pe.Workflow:
+    """Workflow that defaces every image of one participant with every defacer.
+
+    ``input_records`` maps an image key to the record written beside its brain mask.
+    """
+    from bidsapp.defacers import get_defacer
+
+    workflow = pe.Workflow(name=name or _node_name("sub", subject, "wf"))
+    common = {"output_dir": str(settings.output_dir), "bids_dir": str(settings.bids_dir)}
+    threads = settings.omp_nthreads
+    options = {"ears": settings.ears, "reface": settings.reface}
+    masks, deface_nodes = {}, {}
+    plans = plan_images(images)
+    # direct images first, so a carried-over image can find its T1w's nodes
+    for plan in sorted(plans, key=lambda p: p.reference is not None):
+        image, key = plan.image, plan.image.key
+        sink_original = pe.Node(DerivativesSink(image=image_to_json(image), **common),
+                                name=_node_name("ds_original", key), overwrite=True)
+        sink_original.inputs.record = {**input_records.get(key, {}), "mode": plan.mode,
+                                       "reference_t1w": plan.reference.key if plan.reference else None}
+        if plan.reference is None:
+            mask_node = pe.Node(BrainMask(in_file=str(image.path), threads=threads),
+                                name=_node_name("brainmask", key), n_procs=threads, mem_gb=1.5)
+            mask_field = "out_mask"
+            coreg = None
+        else:
+            ref_node, ref_field = masks[plan.reference.key]
+            coreg = pe.Node(Coregister(target=str(image.path), t1w=str(plan.reference.path),
+                                       seed=settings.seed, threads=threads),
+                            name=_node_name("coreg", key), n_procs=threads, mem_gb=1.0)
+            workflow.connect(ref_node, ref_field, coreg, "t1w_brain_mask")
+            mask_node, mask_field = coreg, "out_mask"
+        masks[key] = (mask_node, mask_field)
+        workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
+        for name_ in defacers:
+            defacer = get_defacer(name_)
+            deface = pe.Node(
+                Deface(defacer=name_, in_file=str(image.path),
+                       guard=settings.guard_for(defacer.guard_by_default),
+                       guard_margin_mm=settings.guard_margin_mm, seed=settings.seed,
+                       threads=threads, options=options),
+                name=_node_name("deface", name_, key), n_procs=threads,
+                mem_gb=getattr(defacer, "mem_gb", 2.0))
+            workflow.connect(mask_node, mask_field, deface, "brain_mask")
+            if coreg is not None:
+                source = deface_nodes[(name_, plan.reference.key)]
+                deface.inputs.source_image = str(plan.reference.path)
+                workflow.connect([(coreg, deface, [("transform", "transform")]),
+                                  (source, deface, [("record", "source_record"),
+                                                    ("altered", "source_altered")])])
+            deface_nodes[(name_, key)] = deface
+            sink = pe.Node(DerivativesSink(image=image_to_json(image), defacer=name_, **common),
+                           name=_node_name("ds", name_, key), overwrite=True)
+            workflow.connect([(deface, sink, [("record", "record"),
+                                              ("result_dir", "result_dir")])])
+    return workflow
