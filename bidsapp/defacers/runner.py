@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from bidsapp.child import run_child
 from bidsapp.io import atomic_write_json, save_like
 
 DEFACED, ALTERED, RECORD, LOG = "defaced.nii.gz", "altered.nii.gz", "record.json", "defacer.log"
@@ -50,30 +49,12 @@ def run_measured(spec: dict[str, Any], *, timeout: float | None = None) -> dict[
         (out_dir / stale).unlink(missing_ok=True)
     spec_path = out_dir / "spec.json"
     atomic_write_json(spec_path, spec)
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "MKL_NUM_THREADS",
-                "OPENBLAS_NUM_THREADS"):
-        env[var] = str(spec["threads"])
-    env.setdefault("KERAS_BACKEND", "torch")
-    env["NIPYPE_NO_ET"] = "1"
-    start = time.perf_counter()
-    with open(out_dir / LOG, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bidsapp.defacers.runner", str(spec_path)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=out_dir, env=env)
-        deadline = None if timeout is None else start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if deadline and time.perf_counter() > deadline:
-                proc.kill()
-            time.sleep(0.05)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    record = _read_record(out_dir, spec, proc.returncode)
-    record["wall_time_s"] = round(wall, 3)
-    record["peak_rss_mb"] = round(usage.ru_maxrss / 1024.0, 1)  # Linux reports KiB
-    record["cpu_time_s"] = round(usage.ru_utime + usage.ru_stime, 3)
+    usage = run_child(["bidsapp.defacers.runner", str(spec_path)], log=out_dir / LOG,
+                      cwd=out_dir, threads=spec["threads"], timeout=timeout)
+    record = _read_record(out_dir, spec, usage.returncode)
+    record["wall_time_s"] = usage.wall_time_s
+    record["peak_rss_mb"] = usage.peak_rss_mb
+    record["cpu_time_s"] = usage.cpu_time_s
     atomic_write_json(out_dir / RECORD, record)
     return record
 

@@ -9,6 +9,17 @@ from nipype.interfaces.base import (
 )
 
 
+def _run_step(args: list[str], cwd: Path, threads: int) -> None:
+    """Run ``python -m bidsapp.anatomy ARGS`` in a fresh process; raise with its log on failure."""
+    from bidsapp.child import run_child
+
+    log = cwd / f"{args[0]}.log"
+    result = run_child(["bidsapp.anatomy", *args], log=log, cwd=cwd, threads=threads)
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{args[0]} failed (exit {result.returncode}): " + " | ".join(tail))
+
+
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="original image")
     threads = traits.Int(1, usedefault=True)
@@ -25,16 +36,9 @@ class BrainMask(SimpleInterface):
     output_spec = _BrainMaskOutputSpec
 
     def _run_interface(self, runtime):
-        import nibabel as nib
-        import numpy as np
-
-        from bidsapp.anatomy.brainmask import deepbet_brain_mask
-        from bidsapp.io import save_like
-
-        image = nib.load(self.inputs.in_file)
-        mask = deepbet_brain_mask(image, threads=self.inputs.threads)
         out = Path(runtime.cwd) / "brain_mask.nii.gz"
-        save_like(image, mask.astype(np.uint8), out, dtype=np.uint8)
+        _run_step(["brainmask", self.inputs.in_file, str(out), str(self.inputs.threads)],
+                  Path(runtime.cwd), self.inputs.threads)
         self._results["out_mask"] = str(out)
         return runtime
 
@@ -59,24 +63,12 @@ class Coregister(SimpleInterface):
     output_spec = _CoregisterOutputSpec
 
     def _run_interface(self, runtime):
-        import nibabel as nib
-        import numpy as np
-
-        from bidsapp.anatomy.coregister import carry_mask, rigid_register
-        from bidsapp.io import save_like
-
         cwd = Path(runtime.cwd)
-        transform = rigid_register(Path(self.inputs.target), Path(self.inputs.t1w),
-                                   cwd / "t1w_to_target_", seed=self.inputs.seed,
-                                   threads=self.inputs.threads)
-        target = nib.load(self.inputs.target)
-        t1_mask = nib.load(self.inputs.t1w_brain_mask)
-        # no edge extension for the brain: outside the T1w's field of view there is no brain
-        mask = carry_mask(np.asanyarray(t1_mask.dataobj) > 0, t1_mask.affine, target, transform,
-                          extend_mm=0)
-        out = cwd / "brain_mask.nii.gz"
-        save_like(target, mask.astype(np.uint8), out, dtype=np.uint8)
-        self._results.update(transform=str(transform), out_mask=str(out))
+        _run_step(["coregister", self.inputs.target, self.inputs.t1w, self.inputs.t1w_brain_mask,
+                   str(cwd), str(self.inputs.seed), str(self.inputs.threads)],
+                  cwd, self.inputs.threads)
+        self._results.update(transform=str(cwd / "t1w_to_target.mat"),
+                             out_mask=str(cwd / "brain_mask.nii.gz"))
         return runtime
 
 

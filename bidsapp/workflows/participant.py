@@ -94,6 +94,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                             name=_node_name("coreg", key), n_procs=threads, mem_gb=1.0)
             workflow.connect(ref_node, ref_field, coreg, "t1w_brain_mask")
             mask_node, mask_field = coreg, "out_mask"
+        mask_node.bidsapp_label = f"{'brain mask' if coreg is None else 'coregistration'} {key}"
         masks[key] = (mask_node, mask_field)
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
         for name_ in defacers:
@@ -105,6 +106,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                        threads=threads, options=options),
                 name=_node_name("deface", name_, key), n_procs=threads,
                 mem_gb=getattr(defacer, "mem_gb", 2.0))
+            deface.bidsapp_label = f"{name_} on {key}"
             workflow.connect(mask_node, mask_field, deface, "brain_mask")
             if coreg is not None:
                 source = deface_nodes[(name_, plan.reference.key)]

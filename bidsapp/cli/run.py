@@ -1,0 +1,284 @@
+"""``bidsapp`` entry point: ``main(argv) -> exit code`` (0 all good, 1 a failure, 2 usage)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NIPYPE_NO_ET", "1")  # no network at run time (nipype's version check)
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+LOGGER = logging.getLogger("bidsapp")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for, reported in one line with exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bidsapp.cli.parser import parse_args
+
+    settings = parse_args(argv)
+    _setup_console(settings.verbosity)
+    try:
+        if settings.analysis_level == "participant":
+            return run_participant(settings)
+        from bidsapp.group import run_group
+
+        return run_group(settings)
+    except UsageError as exc:
+        print(f"bidsapp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bidsapp: interrupted; rerun the same command with the same work dir to resume",
+              file=sys.stderr)
+        return 130
+
+
+def _setup_console(verbosity: int) -> None:
+    level = logging.INFO - 10 * verbosity
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(max(logging.DEBUG, min(logging.ERROR, level)))
+    LOGGER.propagate = False
+
+
+def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
+    """Send nipype's own log to a file, never to the terminal (unless -vv)."""
+    from nipype import config
+    from nipype import logging as nlogging
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    config.update_config({
+        "logging": {"log_directory": str(log_dir), "log_to_file": True,
+                    "workflow_level": "INFO", "interface_level": "INFO"},
+        "execution": {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
+                      "hash_method": "content", "stop_on_first_crash": False,
+                      "remove_unnecessary_outputs": False, "check_version": False,
+                      "create_report": False},
+        "monitoring": {"enabled": False},
+    })
+    nlogging.update_logging(config)
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype"):
+        logger = logging.getLogger(name)
+        logger.handlers = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        logger.propagate = verbosity >= 2
+
+
+def run_participant(settings) -> int:
+    from bidsapp import outputs
+    from bidsapp.bids import check_image, find_anatomical_images, load_layout
+    from bidsapp.workflows.participant import init_participant_wf, plan_images
+
+    start = time.time()
+    layout = _layout_or_error(load_layout, settings.bids_dir)
+    subjects = layout.get_subjects()
+    missing = [s for s in settings.participant_labels if s not in subjects]
+    if missing:
+        raise UsageError(f"participant(s) {', '.join(missing)} not found in {settings.bids_dir}; "
+                         f"available: {', '.join(sorted(subjects)) or 'none'}")
+    images = find_anatomical_images(layout, subjects=settings.participant_labels,
+                                    sessions=settings.session_labels,
+                                    suffixes=settings.modalities)
+    if not images:
+        raise UsageError(_no_image_message(settings))
+    outputs.write_dataset_description(settings.output_dir, settings.bids_dir)
+
+    problems, valid = {}, []
+    for image in images:
+        problem = check_image(image.path)
+        if problem:
+            problems[image.key] = problem
+            LOGGER.error("input problem: %s", problem)
+            outputs.write_input_record(settings.output_dir, settings.bids_dir, image,
+                                       {"status": "failed", "error": problem})
+        else:
+            valid.append(image)
+    LOGGER.info("bidsapp %s: %d image(s) of %d participant(s), defacers: %s",
+                _version(), len(images), len({i.subject for i in images}),
+                ", ".join(settings.defacers))
+    records = {image.key: _input_record(image) for image in valid}
+    failures = [(image.key, "input", problems[image.key], None)
+                for image in images if image.key in problems]
+    if valid:
+        failures += _run_workflow(settings, valid, records)
+    plans = {p.image.key: p for p in plan_images(valid)}
+    return _summarise(settings, images, plans, failures, time.time() - start)
+
+
+def _version() -> str:
+    from bidsapp import __version__
+
+    return __version__
+
+
+def _layout_or_error(load_layout, bids_dir: Path):
+    try:
+        return load_layout(bids_dir)
+    except Exception as exc:
+        raise UsageError(f"{bids_dir} cannot be indexed as a BIDS dataset ({exc}); check that it "
+                         "is a BIDS dataset with a dataset_description.json") from exc
+
+
+def _no_image_message(settings) -> str:
+    filters = []
+    if settings.participant_labels:
+        filters.append("participants " + ", ".join(settings.participant_labels))
+    if settings.session_labels:
+        filters.append("sessions " + ", ".join(settings.session_labels))
+    if settings.modalities:
+        filters.append("suffixes " + ", ".join(settings.modalities))
+    where = f" for {'; '.join(filters)}" if filters else ""
+    return (f"no anatomical image (anat/*.nii[.gz]) matched{where} in {settings.bids_dir}; "
+            "check the filters (--participant-label, --session-label, --modalities)")
+
+
+def _input_record(image) -> dict:
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.load(str(image.path))
+    return {"status": "ok", "error": None, "shape": list(img.shape[:3]),
+            "zooms_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]],
+            "orientation": "".join(nib.aff2axcodes(img.affine)),
+            "dtype": str(img.get_data_dtype()),
+            "oblique": bool(np.abs(nib.affines.obliquity(img.affine)).max() > 1e-3)}
+
+
+def _run_workflow(settings, images, records) -> list[tuple]:
+    """Build and run one workflow holding a sub-workflow per participant; return failures."""
+    from nipype.pipeline import engine as pe
+
+    from bidsapp.outputs import participant_log_dir
+    from bidsapp.workflows.participant import init_participant_wf
+
+    subjects = sorted({image.subject for image in images})
+    log_dir = settings.output_dir / "logs"
+    _setup_nipype(log_dir, log_dir / "crash", settings.verbosity)
+    top = pe.Workflow(name="bidsapp_wf", base_dir=str(settings.work_dir))
+    for subject in subjects:
+        mine = [image for image in images if image.subject == subject]
+        sub_wf = init_participant_wf(settings=settings, subject=subject, images=mine,
+                                     input_records=records, defacers=list(settings.defacers))
+        crash_dir = participant_log_dir(settings.output_dir, subject) / "crash"
+        sub_wf.config["execution"] = {"crashdump_dir": str(crash_dir)}
+        top.add_nodes([sub_wf])
+    os.environ["BIDSAPP_WORKER_LOG"] = str(log_dir / "workers.log")
+    progress = Progress(top)
+    plugin_args = {"n_procs": settings.nprocs, "status_callback": progress,
+                   "raise_insufficient": False, "mp_context": "spawn"}
+    if settings.mem_gb:
+        plugin_args["memory_gb"] = settings.mem_gb
+    try:
+        top.run(plugin="MultiProc", plugin_args=plugin_args)
+    except RuntimeError as exc:  # nipype raises after the run when a node crashed
+        LOGGER.debug("workflow finished with errors: %s", exc)
+    return progress.failures
+
+
+class Progress:
+    """nipype status callback: what is running, done and failed, with the elapsed time."""
+
+    def __init__(self, workflow):
+        self.start = time.time()
+        graph = workflow._create_flat_graph()
+        self.total = sum(1 for node in graph.nodes() if not node.name.startswith("ds_"))
+        self.done = self.failed = 0
+        self.running: set[str] = set()
+        self.failures: list[tuple] = []
+
+    @staticmethod
+    def _label(node) -> str:
+        return getattr(node, "bidsapp_label", node.name)
+
+    def __call__(self, node, status: str) -> None:
+        if node.name.startswith("ds_"):
+            if status == "exception":
+                self.failures.append((node.name, "output", "writing outputs failed", None))
+            return
+        label = self._label(node)
+        if status == "start":
+            self.running.add(label)
+            LOGGER.debug("[%s] started %s", self._clock(), label)
+            return
+        self.running.discard(label)
+        if status == "exception":
+            self.failed += 1
+            self.failures.append((node.name, "crash", "the step crashed",
+                                  str(Path(node.output_dir()))))
+            LOGGER.error("[%s] FAILED %s (crash file in the logs folder)", self._clock(), label)
+        else:
+            self.done += 1
+            record = self._record(node)
+            if record and record.get("status") != "ok":
+                self.failed += 1
+                LOGGER.error("[%s] FAILED %s: %s", self._clock(), label, record.get("error"))
+            else:
+                extra = ""
+                if record:
+                    extra = f" ({record.get('wall_time_s', 0):.1f} s, " \
+                            f"{record.get('peak_rss_mb', 0):.0f} MB)"
+                LOGGER.info("[%s] done %s%s", self._clock(), label, extra)
+        LOGGER.info("[%s] %d/%d done, %d failed, %d running", self._clock(), self.done,
+                    self.total, self.failed, len(self.running))
+
+    @staticmethod
+    def _record(node) -> dict | None:
+        if not node.name.startswith("deface_"):
+            return None
+        path = Path(node.output_dir()) / "run" / "record.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _clock(self) -> str:
+        seconds = int(time.time() - self.start)
+        return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _summarise(settings, images, plans, failures, elapsed: float) -> int:
+    """Read back what was written, print the closing summary; 0 only if everything succeeded."""
+    from bidsapp.outputs import output_path
+
+    problems = []
+    for image in images:
+        if any(f[0] == image.key and f[1] == "input" for f in failures):
+            problems.append(f"{image.key}: {next(f[2] for f in failures if f[0] == image.key)}")
+            continue
+        for name in settings.defacers:
+            sidecar = output_path(settings.output_dir, image, desc=name, ext=".json")
+            try:
+                record = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                problems.append(f"{image.key} / {name}: no result was written ({sidecar.name} "
+                                "missing); see the crash files in "
+                                f"{settings.output_dir / 'logs'}")
+                continue
+            if record.get("status") != "ok":
+                problems.append(f"{image.key} / {name}: {record.get('error')} "
+                                f"(log: {settings.output_dir / record.get('log', 'logs')})")
+    for name, kind, message, where in failures:
+        if kind == "crash":
+            problems.append(f"{name}: {message} (crash file under "
+                            f"{settings.output_dir / 'logs'}; node folder {where})")
+    runs = sum(1 for i in images if i.key in plans) * len(settings.defacers)
+    LOGGER.info("")
+    LOGGER.info("bidsapp finished in %.0f s: %d image(s), %d defacer run(s), %d problem(s).",
+                elapsed, len(images), runs, len(problems))
+    LOGGER.info("Results: %s", settings.output_dir)
+    if problems:
+        print("Problems:", file=sys.stderr)
+        for line in problems:
+            print(f"  - {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
