@@ -1,0 +1,125 @@
+"""The command line: BIDS Apps arguments, usage errors (exit 2, one line), --help, --version."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bidsapp.cli.parser import build_parser, parse_args
+from bidsapp.cli.run import main
+
+
+def _usage_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_parser_is_pure_and_lists_bids_app_arguments():
+    parser = build_parser()
+    options = {o for action in parser._actions for o in action.option_strings}
+    for flag in ("--participant-label", "--session-label", "--modalities", "--defacers",
+                 "-w", "--work-dir", "--nprocs", "--omp-nthreads", "--mem-gb", "-v", "-q",
+                 "--version"):
+        assert flag in options
+
+
+def test_labels_normalised_with_or_without_prefix(ds_faces, tmp_path):
+    settings = parse_args([str(ds_faces), str(tmp_path / "out"), "participant",
+                           "--participant-label", "sub-uber", "adi", "uber",
+                           "--session-label", "ses-1", "--defacers", "quickshear"])
+    assert settings.participant_labels == ("adi", "uber")
+    assert settings.session_labels == ("1",)
+    assert settings.work_dir == tmp_path / "bidsapp_work"
+    assert settings.defacers == ("quickshear",)
+
+
+def test_default_defacers_are_the_available_ones(ds_faces, tmp_path):
+    from bidsapp.defacers import available_defacers
+
+    settings = parse_args([str(ds_faces), str(tmp_path / "out"), "participant"])
+    assert settings.defacers == tuple(available_defacers())
+    assert "quickshear" in settings.defacers
+
+
+def test_output_dir_inside_bids_dir(capsys, ds_faces):
+    err = _usage_error(capsys, [str(ds_faces), str(ds_faces / "derivatives" / "x"),
+                                "participant"])
+    assert "inside" in err and "outside" in err
+
+
+def test_output_dir_equal_to_bids_dir(capsys, ds_faces):
+    err = _usage_error(capsys, [str(ds_faces), str(ds_faces), "participant"])
+    assert "bids_dir" in err
+
+
+def test_work_dir_inside_bids_dir(capsys, ds_faces, tmp_path):
+    err = _usage_error(capsys, [str(ds_faces), str(tmp_path / "o"), "participant",
+                                "-w", str(ds_faces / "work")])
+    assert "work dir" in err and "--work-dir" in err
+
+
+def test_unknown_defacer(capsys, ds_faces, tmp_path):
+    err = _usage_error(capsys, [str(ds_faces), str(tmp_path / "o"), "participant",
+                                "--defacers", "nosuchtool"])
+    assert "nosuchtool" in err and "quickshear" in err
+
+
+def test_unavailable_defacer_says_why(capsys, ds_faces, tmp_path):
+    from bidsapp.defacers import REGISTRY, availability
+
+    missing = [name for name in REGISTRY if not availability(name).available]
+    if not missing:
+        pytest.skip("every defacer is available on this machine")
+    err = _usage_error(capsys, [str(ds_faces), str(tmp_path / "o"), "participant",
+                                "--defacers", missing[0]])
+    assert "not available here" in err and availability(missing[0]).reason[:30] in err
+
+
+def test_path_characters_in_label(capsys, ds_faces, tmp_path):
+    err = _usage_error(capsys, [str(ds_faces), str(tmp_path / "o"), "participant",
+                                "--participant-label", "../x"])
+    assert "../x" in err
+
+
+def test_missing_bids_dir(capsys, tmp_path):
+    err = _usage_error(capsys, [str(tmp_path / "nothere"), str(tmp_path / "o"), "participant"])
+    assert "does not exist" in err
+
+
+def test_unknown_participant_exit_2_and_nothing_written(capsys, ds_faces, tmp_path):
+    code = main([str(ds_faces), str(tmp_path / "o"), "participant", "--participant-label",
+                 "nobody", "--defacers", "quickshear"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "nobody" in err and "available:" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_anatomical_image_matched(capsys, ds_faces, tmp_path):
+    code = main([str(ds_faces), str(tmp_path / "o"), "participant", "--participant-label",
+                 "uber", "--modalities", "T2starw", "--defacers", "quickshear"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "no anatomical image" in err and "T2starw" in err and "--modalities" in err
+
+
+def test_help_lists_each_defacer_with_availability():
+    from bidsapp.defacers import REGISTRY
+
+    out = subprocess.run([sys.executable, "-m", "bidsapp", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for name in REGISTRY:
+        assert f"  {name} " in out
+    assert "available, " in out and "unavailable: " in out
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "bidsapp", "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.startswith("bidsapp ")

@@ -1,0 +1,131 @@
+"""The whole participant level on real data, through the command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import file_hashes
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+NATIVE = ["quickshear", "deepdefacer", "facemask"]
+
+
+def _bidsapp(*args) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "bidsapp", *map(str, args)],
+                          capture_output=True, text=True, timeout=3000)
+    return proc, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def faces_run(ds_faces, tmp_path_factory):
+    """One participant-level run on all of ds-faces, then the same command again."""
+    root = tmp_path_factory.mktemp("e2e")
+    before = file_hashes(ds_faces)
+    args = (ds_faces, root / "out", "participant", "-w", root / "work", "--nprocs", 2,
+            "--defacers", *NATIVE)
+    first, first_time = _bidsapp(*args)
+    second, second_time = _bidsapp(*args)
+    timings = {"first_s": round(first_time, 1), "rerun_s": round(second_time, 1)}
+    (root / "timings.json").write_text(json.dumps(timings))
+    print(f"\nparticipant run on ds-faces: {timings}")
+    return {"out": root / "out", "first": first, "second": second, "timings": timings,
+            "before": before}
+
+
+def test_exit_code_and_summary(faces_run):
+    first = faces_run["first"]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "0 problem(s)" in first.stdout
+    assert "done deepdefacer on sub-uber_FLAIR" in first.stdout
+    assert "nipype.workflow" not in first.stdout  # nipype's chatter goes to the log file
+
+
+def test_input_dataset_untouched(faces_run, ds_faces):
+    assert file_hashes(ds_faces) == faces_run["before"]
+
+
+def test_pybids_indexes_derivatives(faces_run, ds_faces):
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(str(faces_run["out"]), validate=False, is_derivative=True)
+    description = json.loads((faces_run["out"] / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bidsapp"
+    for defacer in NATIVE:
+        defaced = layout.get(desc=defacer, extension=".nii.gz",
+                             suffix=["T1w", "T2w", "FLAIR"])
+        assert len(defaced) == 10, defacer
+        masks = layout.get(desc=defacer, suffix="defacemask", extension=".nii.gz")
+        assert len(masks) == 10
+    paths = [f.path for f in layout.get()]
+    assert len(paths) == len(set(paths))
+
+
+def test_every_defaced_image_is_on_the_input_grid(faces_run, ds_faces):
+    out = faces_run["out"]
+    originals = sorted(ds_faces.rglob("anat/*.nii.gz"))
+    assert len(originals) == 10
+    for original_path in originals:
+        original = nib.load(original_path)
+        data = np.asanyarray(original.dataobj)
+        stem, suffix = original_path.name[: -len(".nii.gz")].rsplit("_", 1)
+        folder = out / original_path.parent.relative_to(ds_faces)
+        for defacer in NATIVE:
+            defaced = nib.load(folder / f"{stem}_desc-{defacer}_{suffix}.nii.gz")
+            mask_img = nib.load(folder / f"{stem}_mod-{suffix}_desc-{defacer}_defacemask.nii.gz")
+            mask = np.asanyarray(mask_img.dataobj).astype(bool)
+            label = f"{original_path.name} {defacer}"
+            assert defaced.shape == original.shape, label
+            assert np.array_equal(defaced.affine, original.affine), label
+            assert defaced.get_data_dtype() == original.get_data_dtype(), label
+            assert mask.any(), f"{label}: nothing removed from an image with a face"
+            values = np.asanyarray(defaced.dataobj)
+            assert np.array_equal(values[~mask], data[~mask]), label
+            assert (values[mask] != data[mask]).all(), label
+            record = json.loads((folder / f"{stem}_desc-{defacer}_{suffix}.json").read_text())
+            assert record["status"] == "ok" and record["peak_rss_mb"] > 0
+            assert record["wall_time_s"] > 0 and record["version"]
+            assert record["mode"] == ("direct" if suffix == "T1w" else "carried-from-T1w")
+
+
+def test_rerun_resumes_from_work_dir(faces_run):
+    second, timings = faces_run["second"], faces_run["timings"]
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert timings["rerun_s"] < 0.5 * timings["first_s"], timings
+
+
+def test_already_defaced_dataset_runs(ds_defaced, tmp_path):
+    proc, _ = _bidsapp(ds_defaced, tmp_path / "out", "participant", "-w", tmp_path / "work",
+                       "--defacers", "quickshear", "facemask")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(list((tmp_path / "out").rglob("*_desc-facemask_T1w.nii.gz"))) == 3
+
+
+def test_bad_image_is_isolated(ds_faces, tmp_path):
+    """A corrupt image fails alone: the others finish, exit code 1, the file is named."""
+    bids = tmp_path / "bids"
+    shutil.copytree(ds_faces / "sub-xa30", bids / "sub-xa30")
+    shutil.copy(ds_faces / "dataset_description.json", bids)
+    bad = bids / "sub-xa30" / "anat" / "sub-xa30_run-2_T1w.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:5000])
+    before = file_hashes(bids)
+    proc, _ = _bidsapp(bids, tmp_path / "out", "participant", "-w", tmp_path / "work",
+                       "--defacers", "quickshear")
+    assert proc.returncode == 1
+    assert str(bad) in proc.stderr and "truncated" in proc.stderr
+    anat = tmp_path / "out" / "sub-xa30" / "anat"
+    assert (anat / "sub-xa30_run-1_desc-quickshear_T1w.nii.gz").is_file()
+    failed = json.loads((anat / "sub-xa30_run-2_desc-original_T1w.json").read_text())
+    assert failed["status"] == "failed" and "truncated" in failed["error"]
+    assert file_hashes(bids) == before

@@ -1,0 +1,58 @@
+"""Atomic writing and exact header preservation."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+
+from bidsapp.io import atomic_write_json, save_like
+
+
+def test_save_like_keeps_header_dtype_and_unchanged_voxels(ds_faces, tmp_path):
+    source = ds_faces / "sub-adi" / "anat" / "sub-adi_acq-memprage_T1w.nii.gz"
+    image = nib.load(source)
+    data = np.asanyarray(image.dataobj).copy()
+    data[:10] = 0
+    written = save_like(image, data, tmp_path / "out.nii.gz")
+    assert written.shape == image.shape
+    assert written.get_data_dtype() == image.get_data_dtype()
+    assert np.array_equal(written.affine, image.affine)
+    assert written.header.binaryblock == image.header.binaryblock
+    stored = np.asanyarray(written.dataobj)
+    original = np.asanyarray(image.dataobj)
+    assert np.array_equal(stored[10:], original[10:]) and not stored[:10].any()
+    assert not list(tmp_path.glob(".*part*")), "temporary file left behind"
+
+
+def test_save_like_keeps_scaling(tmp_path):
+    raw = (np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) % 50)
+    image = nib.Nifti1Image(raw, np.diag([2, 2, 2, 1]))
+    image.header.set_slope_inter(0.5, 10.0)
+    image.to_filename(tmp_path / "scaled.nii.gz")
+    image = nib.load(tmp_path / "scaled.nii.gz")
+    values = np.asanyarray(image.dataobj).copy()
+    values[0] = 10.0  # raw 0
+    written = save_like(image, values, tmp_path / "copy.nii.gz")
+    assert (written.dataobj.slope, written.dataobj.inter) == (0.5, 10.0)
+    assert np.array_equal(written.dataobj.get_unscaled()[1:], raw[1:])
+    assert not written.dataobj.get_unscaled()[0].any()
+
+
+def test_mask_written_as_uint8(tmp_path, ds_faces):
+    image = nib.load(ds_faces / "sub-xa30" / "anat" / "sub-xa30_run-1_T1w.nii.gz")
+    mask = np.zeros(image.shape, bool)
+    mask[:3] = True
+    written = save_like(image, mask.astype(np.uint8), tmp_path / "m.nii.gz", dtype=np.uint8)
+    assert written.get_data_dtype() == np.uint8 and np.array_equal(written.affine, image.affine)
+    assert np.asanyarray(written.dataobj).sum() == mask.sum()
+
+
+def test_atomic_json_replaces_whole_file(tmp_path):
+    path = tmp_path / "sub" / "x.json"
+    atomic_write_json(path, {"a": np.int64(3), "b": np.float32(0.5), "c": float("nan")})
+    assert json.loads(path.read_text()) == {"a": 3, "b": 0.5, "c": None}
+    atomic_write_json(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]

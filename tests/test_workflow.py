@@ -1,0 +1,102 @@
+"""Workflow graphs (built, not run) and the measured runner on a real image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bidsapp.bids import find_anatomical_images, load_layout
+from bidsapp.settings import Settings
+from bidsapp.workflows.participant import init_participant_wf, plan_images
+
+
+def _settings(ds, tmp_path, **kw) -> Settings:
+    return Settings(bids_dir=ds, output_dir=tmp_path / "out", analysis_level="participant",
+                    work_dir=tmp_path / "work", defacers=("quickshear", "facemask"), **kw)
+
+
+def test_plan_uses_session_t1w_for_other_contrasts(ds_faces):
+    plans = {p.image.key: p for p in plan_images(find_anatomical_images(load_layout(ds_faces)))}
+    assert plans["sub-uber_FLAIR"].reference.key == "sub-uber_acq-se_T1w"
+    assert plans["sub-adi_acq-fse_T2w"].reference.key == "sub-adi_acq-memprage_T1w"
+    assert plans["sub-hfp_acq-fl2d_T1w"].mode == "direct"
+
+
+def test_plan_without_t1w_defaces_directly(ds_faces):
+    images = find_anatomical_images(load_layout(ds_faces), subjects=["uber"],
+                                    suffixes=["FLAIR"])
+    assert plan_images(images)[0].mode == "direct"
+
+
+def test_participant_graph(ds_faces, tmp_path):
+    settings = _settings(ds_faces, tmp_path)
+    images = find_anatomical_images(load_layout(ds_faces), subjects=["uber"])
+    wf = init_participant_wf(settings=settings, subject="uber", images=images,
+                             input_records={}, defacers=list(settings.defacers))
+    names = {node.name for node in wf._graph.nodes()}
+    assert "brainmask_sub_uber_acq_se_T1w" in names
+    assert "coreg_sub_uber_FLAIR" in names
+    assert "brainmask_sub_uber_FLAIR" not in names  # one brain mask per T1w, carried over
+    for defacer in settings.defacers:
+        assert f"deface_{defacer}_sub_uber_FLAIR" in names
+        assert f"ds_{defacer}_sub_uber_acq_se_T1w" in names
+    flair = wf.get_node("deface_quickshear_sub_uber_FLAIR")
+    sources = {u.name for u, v in wf._graph.in_edges(flair)}
+    assert sources == {"coreg_sub_uber_FLAIR", "deface_quickshear_sub_uber_acq_se_T1w"}
+    # the guard follows each defacer's default under --brain-guard auto
+    assert wf.get_node("deface_facemask_sub_uber_acq_se_T1w").inputs.guard is True
+    assert wf.get_node("deface_quickshear_sub_uber_acq_se_T1w").inputs.guard is False
+
+
+def test_guard_forced_on(ds_faces, tmp_path):
+    settings = _settings(ds_faces, tmp_path, brain_guard="on")
+    images = find_anatomical_images(load_layout(ds_faces), subjects=["hfs"])
+    wf = init_participant_wf(settings=settings, subject="hfs", images=images, input_records={},
+                             defacers=["quickshear"])
+    assert wf.get_node("deface_quickshear_sub_hfs_acq_fl2d_T1w").inputs.guard is True
+
+
+@pytest.mark.slow
+def test_runner_measures_and_only_alters_masked_voxels(ds_faces, tmp_path):
+    """quickshear for real on the prone image, in a measured child process."""
+    from bidsapp.anatomy.brainmask import deepbet_brain_mask
+    from bidsapp.defacers.runner import make_spec, run_measured
+    from bidsapp.io import save_like
+
+    path = ds_faces / "sub-hfp" / "anat" / "sub-hfp_acq-fl2d_T1w.nii.gz"
+    image = nib.load(path)
+    brain = deepbet_brain_mask(image)
+    save_like(image, brain.astype(np.uint8), tmp_path / "brain.nii.gz", dtype=np.uint8)
+    spec = make_spec(defacer="quickshear", image=path, out_dir=tmp_path / "run",
+                     brain_mask=tmp_path / "brain.nii.gz", guard=True, guard_margin_mm=5,
+                     seed=1, threads=1)
+    record = run_measured(spec)
+    assert record["status"] == "ok", record
+    assert record["wall_time_s"] > 0 and 20 < record["peak_rss_mb"] < 4000
+    assert record["guard"]["applied"] and record["version"]
+    defaced = nib.load(tmp_path / "run" / "defaced.nii.gz")
+    altered = np.asanyarray(nib.load(tmp_path / "run" / "altered.nii.gz").dataobj).astype(bool)
+    original = np.asanyarray(image.dataobj)
+    result = np.asanyarray(defaced.dataobj)
+    assert defaced.shape == image.shape and np.array_equal(defaced.affine, image.affine)
+    assert defaced.get_data_dtype() == image.get_data_dtype()
+    assert altered.any() and record["altered_voxels"] == altered.sum()
+    assert np.array_equal(result[~altered], original[~altered])
+    assert not (altered & brain).any()
+    assert json.loads((tmp_path / "run" / "record.json").read_text())["peak_rss_mb"] > 0
+
+
+def test_runner_failure_is_a_record(tmp_path, ds_faces):
+    """A defacer that cannot run yields status failed with the reason; nothing is raised."""
+    from bidsapp.defacers.runner import make_spec, run_measured
+
+    path = ds_faces / "sub-xa30" / "anat" / "sub-xa30_run-1_T1w.nii.gz"
+    spec = make_spec(defacer="quickshear", image=path, out_dir=tmp_path / "run", brain_mask=None,
+                     guard=False, guard_margin_mm=5, seed=1, threads=1)
+    record = run_measured(spec)
+    assert record["status"] == "failed" and "brain mask" in record["error"]
+    assert not (Path(tmp_path) / "run" / "defaced.nii.gz").exists()
