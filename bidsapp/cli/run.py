@@ -58,7 +58,7 @@ def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
         "logging": {"log_directory": str(log_dir), "log_to_file": True,
                     "workflow_level": "INFO", "interface_level": "INFO"},
         "execution": {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
-                      "hash_method": "content", "stop_on_first_crash": False,
+                      "hash_method": "timestamp", "stop_on_first_crash": False,
                       "remove_unnecessary_outputs": False, "check_version": False,
                       "create_report": False},
         "monitoring": {"enabled": False},
