@@ -31,8 +31,10 @@ demo: install
 	  echo ""; echo "Demo results: $(DEMO_DIR)/out (open $(DEMO_DIR)/out/*.html in a browser)"; \
 	  exit $$status
 
+# End-to-end tests share one pipeline run per module, so they run in one process of their own.
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -32,6 +32,13 @@ class Settings:
     verbosity: int = 0
     skip_metrics: bool = False
     show_faces: bool = False
+    export_dir: Path | None = None
+    export_defacer: str | None = None
+    export_force: bool = False
+    export_defacemask: bool = False
+    export_copy: bool = False
+    scrub_fields: tuple[str, ...] = ()
+    keep_fields: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def guard_for(self, guard_by_default: bool) -> bool:

@@ -83,6 +83,34 @@ def build_parser(*, with_defacer_table: bool = False) -> argparse.ArgumentParser
     deface.add_argument("--seed", type=int, default=42,
                         help="random seed for every stochastic step (default 42)")
 
+    report = parser.add_argument_group("metrics and reports")
+    report.add_argument("--skip-metrics", action="store_true",
+                        help="only deface: skip the defacing metrics and image quality metrics")
+    report.add_argument("--show-faces", action="store_true",
+                        help="allow images of the ORIGINAL face in reports (off by default: a "
+                             "report that shows faces is itself identifying data)")
+
+    export = parser.add_argument_group(
+        "shareable export (group level)",
+        "write a de-identified copy of the whole dataset with one defacer's images")
+    export.add_argument("--export-dir", type=Path, default=None, metavar="DIR",
+                        help="new, empty folder for the shareable copy (outside bids_dir and "
+                             "output_dir); the report goes to DIR_deid-report.json beside it")
+    export.add_argument("--export-defacer", default=None, metavar="NAME",
+                        help="defacer whose images replace the originals (default: the only one "
+                             "run, if only one was)")
+    export.add_argument("--export-force", action="store_true",
+                        help="export even where that defacer failed, altered brain voxels or "
+                             "changed nothing (such images are marked in the report)")
+    export.add_argument("--export-defacemask", action="store_true",
+                        help="also write each image's _defacemask")
+    export.add_argument("--export-copy", action="store_true",
+                        help="copy files instead of hard-linking them")
+    export.add_argument("--scrub-field", action="append", default=[], metavar="KEY",
+                        help="also remove this JSON key (repeatable)")
+    export.add_argument("--keep-field", action="append", default=[], metavar="KEY",
+                        help="keep this JSON key although it is in the default list (repeatable)")
+
     perf = parser.add_argument_group("performance")
     perf.add_argument("-w", "--work-dir", type=Path, default=None,
                       help="working folder; reusing it resumes an interrupted run "
@@ -151,6 +179,19 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     if args.guard_margin_mm < 0:
         parser.error(f"--guard-margin-mm must be 0 or more (got {args.guard_margin_mm})")
 
+    export_dir = _absolute(args.export_dir) if args.export_dir else None
+    if export_dir is not None:
+        if args.analysis_level != "group":
+            parser.error("--export-dir works at the group level, after the participant runs: "
+                         "bidsapp bids_dir output_dir group --export-dir DIR")
+        for other, label in ((bids_dir, "bids_dir"), (output_dir, "output_dir")):
+            if _inside(export_dir, other) or _inside(other, export_dir):
+                parser.error(f"--export-dir {export_dir} overlaps {label}; choose a new folder "
+                             "outside both")
+    elif any((args.export_defacer, args.export_force, args.export_defacemask, args.scrub_field,
+              args.keep_field, args.export_copy)):
+        parser.error("the --export-* and --scrub/--keep-field options need --export-dir DIR")
+
     defacers = tuple(dict.fromkeys(args.defacers))
     if args.analysis_level == "participant":
         defacers = _check_defacers(parser, defacers)
@@ -162,6 +203,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         brain_guard=args.brain_guard, guard_margin_mm=args.guard_margin_mm, ears=args.ears,
         reface=args.reface, seed=args.seed, nprocs=nprocs, omp_nthreads=args.omp_nthreads,
         mem_gb=args.mem_gb, verbosity=args.verbose - args.quiet,
+        skip_metrics=args.skip_metrics, show_faces=args.show_faces, export_dir=export_dir,
+        export_defacer=args.export_defacer, export_force=args.export_force,
+        export_defacemask=args.export_defacemask, export_copy=args.export_copy,
+        scrub_fields=tuple(args.scrub_field), keep_fields=tuple(args.keep_field),
     )
 
 

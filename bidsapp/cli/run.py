@@ -27,9 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if settings.analysis_level == "participant":
             return run_participant(settings)
-        from bidsapp.group import run_group
-
-        return run_group(settings)
+        return run_group_level(settings)
     except UsageError as exc:
         print(f"bidsapp: error: {exc}", file=sys.stderr)
         return 2
@@ -37,6 +35,44 @@ def main(argv: list[str] | None = None) -> int:
         print("bidsapp: interrupted; rerun the same command with the same work dir to resume",
               file=sys.stderr)
         return 130
+
+
+def run_group_level(settings) -> int:
+    """Compare the defacers across participants; then export a shareable copy if asked."""
+    from bidsapp.group import run_group
+
+    code = run_group(settings)
+    if settings.export_dir is not None:
+        code = max(code, run_export(settings))
+    return code
+
+
+def run_export(settings) -> int:
+    from bidsapp.export import ExportError, export_dataset
+
+    defacer = settings.export_defacer or _only_defacer_run(settings.output_dir)
+    try:
+        report = export_dataset(settings.bids_dir, settings.output_dir, settings.export_dir,
+                                defacer, force=settings.export_force,
+                                include_defacemask=settings.export_defacemask,
+                                extra_fields=settings.scrub_fields,
+                                keep_fields=settings.keep_fields,
+                                hardlink=not settings.export_copy)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from exc
+    LOGGER.info(report.summary())
+    return report.exit_code
+
+
+def _only_defacer_run(output_dir: Path) -> str:
+    import re
+
+    names = {m.group(1) for p in output_dir.glob("sub-*/**/anat/*_desc-*_defacemask.nii.gz")
+             if (m := re.search(r"_desc-([A-Za-z0-9]+)_defacemask", p.name))}
+    if len(names) != 1:
+        raise UsageError("choose the defacer to export with --export-defacer NAME (found: "
+                         f"{', '.join(sorted(names)) or 'no results'} in {output_dir})")
+    return names.pop()
 
 
 def _setup_console(verbosity: int) -> None:
