@@ -84,9 +84,12 @@ def _source(image: AnatImage, bids_dir: Path) -> str:
 
 
 def write_input_record(output_dir: Path, bids_dir: Path, image: AnatImage,
-                       record: dict[str, Any], brain_mask: Path | None = None) -> list[Path]:
-    """The input image's record (and its brain mask, when computed)."""
+                       record: dict[str, Any], brain_mask: Path | None = None,
+                       measured: dict[str, Any] | None = None) -> list[Path]:
+    """The input image's record (and its brain mask, and its face check and IQMs, when computed)."""
     written = []
+    if measured:
+        record = {**record, **measured}
     if brain_mask is not None and Path(brain_mask).is_file():
         mask_out = output_path(output_dir, image, desc="brain", suffix="mask", mod=True)
         atomic_copy(brain_mask, mask_out)
@@ -102,7 +105,8 @@ def write_input_record(output_dir: Path, bids_dir: Path, image: AnatImage,
 
 
 def write_defacer_result(output_dir: Path, bids_dir: Path, image: AnatImage, defacer: str,
-                         result_dir: Path, record: dict[str, Any]) -> list[Path]:
+                         result_dir: Path, record: dict[str, Any],
+                         measured: dict[str, Any] | None = None) -> list[Path]:
     """Copy one defacer's results for one image into the derivatives, atomically.
 
     The sidecar is written last, so a sidecar with ``status: ok`` means its images are complete.
@@ -125,6 +129,8 @@ def write_defacer_result(output_dir: Path, bids_dir: Path, image: AnatImage, def
         mask_out.unlink(missing_ok=True)
     sidecar = image_out.with_name(image_out.name.replace(".nii.gz", ".json"))
     public = {k: v for k, v in record.items() if k not in ("image", "traceback")}
+    if ok and measured:  # defacing metrics, IQMs (both modes) and the seconds each took
+        public.update({k: v for k, v in measured.items() if k != "traceback"})
     atomic_write_json(sidecar, {
         "Description": f"{image.key} defaced with {defacer}",
         "Sources": [_source(image, bids_dir)],

@@ -223,7 +223,7 @@ class Progress:
     def __init__(self, workflow):
         self.start = time.time()
         graph = workflow._create_flat_graph()
-        self.total = sum(1 for node in graph.nodes() if not node.name.startswith("ds_"))
+        self.total = sum(1 for node in graph.nodes() if hasattr(node, "bidsapp_label"))
         self.done = self.failed = 0
         self.running: set[str] = set()
         self.failures: list[tuple] = []
@@ -233,9 +233,10 @@ class Progress:
         return getattr(node, "bidsapp_label", node.name)
 
     def __call__(self, node, status: str) -> None:
-        if node.name.startswith("ds_"):
+        if not hasattr(node, "bidsapp_label"):  # sinks and list merges: report crashes only
             if status == "exception":
-                self.failures.append((node.name, "output", "writing outputs failed", None))
+                self.failures.append((node.name, "crash", "the step crashed",
+                                      str(Path(node.output_dir()))))
             return
         label = self._label(node)
         if status == "start":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -130,6 +131,49 @@ class Deface(SimpleInterface):
         return runtime
 
 
+class _MeasureInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="original image")
+    brain_mask = File(exists=True, mandatory=True, desc="brain mask of the original")
+    defacers = traits.List(traits.Str, mandatory=True)
+    records = traits.List(traits.Dict, mandatory=True, desc="each defacer's record, same order")
+    result_dirs = traits.List(traits.Str, mandatory=True, desc="each defacer's result folder")
+    seed = traits.Int(42, usedefault=True)
+    threads = traits.Int(1, usedefault=True)
+
+
+class _MeasureOutputSpec(TraitedSpec):
+    metrics_file = File(exists=True, desc="JSON: input face check and IQMs, per-defacer metrics")
+
+
+class Measure(SimpleInterface):
+    """Defacing metrics and IQMs of every defacer's result for one image (one child process)."""
+
+    input_spec = _MeasureInputSpec
+    output_spec = _MeasureOutputSpec
+
+    def _run_interface(self, runtime):
+        from bidsapp.child import run_child
+        from bidsapp.io import atomic_write_json
+
+        cwd = Path(runtime.cwd)
+        results = {name: folder for name, record, folder in
+                   zip(self.inputs.defacers, self.inputs.records, self.inputs.result_dirs)
+                   if record.get("status") == "ok"}
+        out = cwd / "metrics.json"
+        spec = {"image": self.inputs.in_file, "brain_mask": self.inputs.brain_mask,
+                "results": results, "threads": self.inputs.threads, "seed": self.inputs.seed,
+                "out": str(out)}
+        atomic_write_json(cwd / "measure_spec.json", spec)
+        log = cwd / "measure.log"
+        usage = run_child(["bidsapp.metrics.measure", str(cwd / "measure_spec.json")], log=log,
+                          cwd=cwd, threads=self.inputs.threads)
+        if usage.returncode != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"metrics failed (exit {usage.returncode}): " + " | ".join(tail))
+        self._results["metrics_file"] = str(out)
+        return runtime
+
+
 class _SinkInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
     bids_dir = traits.Str(mandatory=True)
@@ -138,6 +182,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     result_dir = traits.Str(desc="the Deface node's result folder")
     record = traits.Dict(desc="record to write")
     brain_mask = traits.Str(desc="brain mask to write with the input record")
+    metrics_file = traits.Str(desc="the Measure node's JSON (optional)")
 
 
 class _SinkOutputSpec(TraitedSpec):
@@ -156,13 +201,18 @@ class DerivativesSink(SimpleInterface):
 
         image = image_from_json(self.inputs.image)
         output_dir, bids_dir = Path(self.inputs.output_dir), Path(self.inputs.bids_dir)
+        measured = {}
+        if self.inputs.metrics_file:
+            measured = json.loads(Path(self.inputs.metrics_file).read_text())
         if self.inputs.defacer:
+            extra = measured.get("defacers", {}).get(self.inputs.defacer, {})
             written = outputs.write_defacer_result(
                 output_dir, bids_dir, image, self.inputs.defacer, Path(self.inputs.result_dir),
-                dict(self.inputs.record))
+                dict(self.inputs.record), measured=extra)
         else:
             written = outputs.write_input_record(
                 output_dir, bids_dir, image, dict(self.inputs.record),
-                Path(self.inputs.brain_mask) if self.inputs.brain_mask else None)
+                Path(self.inputs.brain_mask) if self.inputs.brain_mask else None,
+                measured=measured.get("input", {}))
         self._results["out_files"] = [str(p) for p in written]
         return runtime

@@ -13,11 +13,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from bidsapp.bids import AnatImage
 from bidsapp.settings import Settings
-from bidsapp.workflows.interfaces import BrainMask, Coregister, Deface, DerivativesSink
+from bidsapp.workflows.interfaces import BrainMask, Coregister, Deface, DerivativesSink, Measure
 
 
 def image_to_json(image: AnatImage) -> str:
@@ -97,7 +98,19 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         mask_node.bidsapp_label = f"{'brain mask' if coreg is None else 'coregistration'} {key}"
         masks[key] = (mask_node, mask_field)
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
-        for name_ in defacers:
+        measure = None
+        if not settings.skip_metrics and defacers:
+            measure = pe.Node(Measure(in_file=str(image.path), defacers=list(defacers),
+                                      seed=settings.seed, threads=threads),
+                              name=_node_name("measure", key), n_procs=threads, mem_gb=4.0)
+            measure.bidsapp_label = f"metrics {key}"
+            merge_records = pe.Node(niu.Merge(len(defacers)), name=_node_name("records", key))
+            merge_dirs = pe.Node(niu.Merge(len(defacers)), name=_node_name("results", key))
+            workflow.connect([(mask_node, measure, [(mask_field, "brain_mask")]),
+                              (merge_records, measure, [("out", "records")]),
+                              (merge_dirs, measure, [("out", "result_dirs")]),
+                              (measure, sink_original, [("metrics_file", "metrics_file")])])
+        for index, name_ in enumerate(defacers, start=1):
             defacer = get_defacer(name_)
             deface = pe.Node(
                 Deface(defacer=name_, in_file=str(image.path),
@@ -119,4 +132,8 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                            name=_node_name("ds", name_, key), overwrite=True)
             workflow.connect([(deface, sink, [("record", "record"),
                                               ("result_dir", "result_dir")])])
+            if measure is not None:
+                workflow.connect([(deface, merge_records, [("record", f"in{index}")]),
+                                  (deface, merge_dirs, [("result_dir", f"in{index}")]),
+                                  (measure, sink, [("metrics_file", "metrics_file")])])
     return workflow
