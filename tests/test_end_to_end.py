@@ -129,3 +129,29 @@ def test_bad_image_is_isolated(ds_faces, tmp_path):
     failed = json.loads((anat / "sub-xa30_run-2_desc-original_T1w.json").read_text())
     assert failed["status"] == "failed" and "truncated" in failed["error"]
     assert file_hashes(bids) == before
+
+
+def test_metrics_and_reports_for_every_output(faces_run, ds_faces):
+    out = faces_run["out"]
+    for record_path in sorted(out.rglob("*_desc-original_*.json")):
+        record = json.loads(record_path.read_text())
+        assert record["input_already_defaced"] is False, record_path.name
+        assert record["iqms"]["cjv"] is not None
+    for defacer in NATIVE:
+        for sidecar in sorted(out.rglob(f"*_desc-{defacer}_*.json")):
+            record = json.loads(sidecar.read_text())
+            metrics = record["metrics"]
+            assert metrics["brain_changed_voxels"] >= 0 and 0 <= metrics["face_altered_pct"] <= 100
+            assert set(record["iqms"]) == {"original_masks", "recomputed_masks"}
+    subjects = sorted(p.name for p in ds_faces.glob("sub-*"))
+    assert sorted(p.stem for p in out.glob("sub-*.html")) == subjects
+
+
+def test_group_level(faces_run, ds_faces):
+    proc, _ = _bidsapp(ds_faces, faces_run["out"], "group")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import pandas as pd
+
+    table = pd.read_csv(faces_run["out"] / "group_T1w.tsv", sep="\t")
+    assert len(table) == 8 * len(NATIVE)
+    assert (faces_run["out"] / "group_report.html").is_file()

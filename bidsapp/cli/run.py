@@ -109,7 +109,7 @@ def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
 def run_participant(settings) -> int:
     from bidsapp import outputs
     from bidsapp.bids import check_image, find_anatomical_images, load_layout
-    from bidsapp.workflows.participant import init_participant_wf, plan_images
+    from bidsapp.workflows.participant import plan_images
 
     start = time.time()
     layout = _layout_or_error(load_layout, settings.bids_dir)
@@ -143,8 +143,26 @@ def run_participant(settings) -> int:
                 for image in images if image.key in problems]
     if valid:
         failures += _run_workflow(settings, valid, records)
+    failures += _write_reports(settings, sorted({image.subject for image in images}))
     plans = {p.image.key: p for p in plan_images(valid)}
     return _summarise(settings, images, plans, failures, time.time() - start)
+
+
+def _write_reports(settings, subjects: list[str]) -> list[tuple]:
+    """One HTML report per participant; a report that fails is a failure, not a crash."""
+    from bidsapp.reports.participant import write_participant_report
+
+    failures = []
+    for subject in subjects:
+        try:
+            path = write_participant_report(settings.output_dir, subject,
+                                            show_faces=settings.show_faces,
+                                            bids_dir=settings.bids_dir)
+            LOGGER.info("report: %s", path)
+        except Exception as exc:
+            LOGGER.error("the report of sub-%s failed: %s", subject, exc)
+            failures.append((f"sub-{subject} report", "report", str(exc), None))
+    return failures
 
 
 def _version() -> str:
@@ -301,6 +319,8 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
                 problems.append(f"{image.key} / {name}: {record.get('error')} "
                                 f"(log: {settings.output_dir / record.get('log', 'logs')})")
     for name, kind, message, where in failures:
+        if kind == "report":
+            problems.append(f"{name}: {message}")
         if kind == "crash":
             problems.append(f"{name}: {message} (crash file under "
                             f"{settings.output_dir / 'logs'}; node folder {where})")

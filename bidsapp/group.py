@@ -1,0 +1,716 @@
+"""Group level: read every participant result in ``output_dir``, compare the defacers.
+
+Reads only ``output_dir`` (records, figures, ratings) and writes into it:
+
+* ``group_<suffix>.tsv``: one row per image and defacer with every metric of its record
+  (nested keys flattened with dots), the headline columns, the verdict and the merged rating;
+* ``group_summary.tsv``: one row per suffix and defacer (pass rate, face removal, brain voxels
+  altered, IQM differences, time, memory, failures, ratings, recommended);
+* ``group_report.html``: the summary, the recommendation, distributions per defacer, a gallery
+  of renders and links to the participant reports (offline, self-contained but for the gallery's
+  thumbnails, which are the participant reports' figure files).
+
+A result *passes* when its defacer succeeded, it altered no voxel of the original's brain mask
+and it removed at least :data:`FACE_REMOVED_MIN_PCT` percent of the face (see docs/reports.md).
+The pure parts (:func:`aggregate`, :func:`add_verdicts`, :func:`summarise`, :func:`recommend`,
+:func:`read_ratings`, :func:`merge_ratings`) take and return DataFrames, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+LOGGER = logging.getLogger("bidsapp")
+
+#: A result passes only when at least this percentage of the face was removed.
+FACE_REMOVED_MIN_PCT = 80.0
+#: Rating values of the participant reports' widget.
+RATINGS = ("pass", "brain-cut", "face-remains", "other")
+#: Where the group level looks for exported ratings (``*.json`` and ``*.tsv``).
+RATINGS_DIR = "ratings"
+#: Identity columns of a result row, first in every table.
+ID_COLUMNS = ("subject", "session", "image", "suffix", "defacer")
+#: Canonical headline columns and the record keys they are read from, in order of preference,
+#: with the factor that turns the value into the column's unit. Exact names are tried first, then
+#: any flattened key that ends with ``.<name>``.
+HEADLINES: dict[str, tuple[tuple[str, float], ...]] = {
+    "brain_voxels_altered": (
+        ("brain.altered_voxels", 1), ("brain.brain_altered_voxels", 1),
+        ("brain.brain_changed_voxels", 1), ("brain_altered_voxels", 1),
+        ("brain_changed_voxels", 1)),
+    "face_removed_pct": (
+        ("face.removed_fraction", 100), ("face.removed_pct", 1),
+        ("face.face_removed_pct", 1), ("face.face_altered_pct", 1),
+        ("face_removed_fraction", 100), ("face_removed_pct", 1), ("face_altered_pct", 1)),
+    "face_detected": (
+        ("detection.face_detected", 1), ("face.face_detected", 1), ("face_detected", 1)),
+}
+#: Run costs shown beside the metrics.
+COSTS = ("wall_time_s", "peak_rss_mb", "cpu_time_s")
+#: Scalar record keys that are provenance or bookkeeping, not metrics.
+NOT_METRICS = ("seed", "threads", "altered_ml")
+NOT_METRIC_PREFIXES = ("parameters.", "options.", "guard.", "timings_s.")
+#: Record keys never copied into the tables (free text, lists, absolute paths).
+SKIPPED_KEYS = ("Description", "Sources", "image", "traceback")
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    """One JSON record of ``output_dir``: a defacer result, or an input (``defacer`` None)."""
+
+    path: Path
+    subject: str
+    session: str | None
+    image: str
+    suffix: str
+    defacer: str | None
+    data: dict[str, Any]
+
+
+@dataclass
+class Collection:
+    """Every record found, plus the files that could not be read (one line each)."""
+
+    results: list[Record] = field(default_factory=list)
+    inputs: list[Record] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_name(name: str) -> tuple[list[tuple[str, str]], str] | None:
+    """BIDS entities and suffix of a file name, or None when it is not a BIDS name.
+
+    >>> parse_name("sub-01_acq-se_desc-quickshear_T1w.json")
+    ([('sub', '01'), ('acq', 'se'), ('desc', 'quickshear')], 'T1w')
+    """
+    stem = name.split(".", 1)[0]
+    parts = stem.split("_")
+    if len(parts) < 2 or not parts[0].startswith("sub-"):
+        return None
+    entities = []
+    for part in parts[:-1]:
+        key, sep, value = part.partition("-")
+        if not sep or not value:
+            return None
+        entities.append((key, value))
+    return entities, parts[-1]
+
+
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalar values of a nested record, with dotted keys; lists become JSON text.
+
+    >>> flatten({"a": 1, "b": {"c": 2.5, "d": {"e": True}}, "f": [1, 2]})
+    {'a': 1, 'b.c': 2.5, 'b.d.e': True, 'f': '[1, 2]'}
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _record_files(output_dir: Path, subjects: Iterable[str]) -> list[Path]:
+    wanted = set(subjects)
+    files = []
+    for folder in sorted(output_dir.glob("sub-*")):
+        if not folder.is_dir() or (wanted and folder.name[4:] not in wanted):
+            continue
+        files += sorted(folder.glob("anat/*.json")) + sorted(folder.glob("ses-*/anat/*.json"))
+    return files
+
+
+def collect(output_dir: Path, subjects: Iterable[str] = ()) -> Collection:
+    """Every input and defacer record under ``output_dir/sub-*/[ses-*/]anat/``.
+
+    Records are ``<entities>_desc-<name>_<suffix>.json`` with an anatomical suffix and no ``mod-``
+    entity; ``desc-original`` is the input's record, any other ``desc-`` a defacer's.
+    """
+    from bidsapp.bids import ANAT_SUFFIXES
+
+    found = Collection()
+    for path in _record_files(Path(output_dir), subjects):
+        parsed = parse_name(path.name)
+        if parsed is None:
+            continue
+        entities, suffix = parsed
+        keys = dict(entities)
+        if "mod" in keys or "desc" not in keys or "sub" not in keys or \
+                suffix not in ANAT_SUFFIXES:
+            continue
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+        except (OSError, ValueError, TypeError) as exc:
+            found.problems.append(f"{path.relative_to(output_dir)}: unreadable record ({exc}); "
+                                  "rerun the participant level for this participant")
+            continue
+        desc = keys["desc"]
+        image = "_".join([f"{k}-{v}" for k, v in entities if k != "desc"] + [suffix])
+        record = Record(path, keys["sub"], keys.get("ses"), image, suffix,
+                        None if desc == "original" else desc, data)
+        (found.inputs if desc == "original" else found.results).append(record)
+    return found
+
+
+def defacer_order(names: Iterable[str]) -> list[str]:
+    """Registry order for known defacers, then alphabetical."""
+    from bidsapp.defacers import REGISTRY
+
+    known = list(REGISTRY)
+    names = set(names)
+    return [n for n in known if n in names] + sorted(names - set(known))
+
+
+def suffix_order(suffixes: Iterable[str]) -> list[str]:
+    """Suffixes in bidsapp's reporting order (T1w, T2w, FLAIR, ...), unknown ones last."""
+    from bidsapp.bids import ANAT_SUFFIXES
+
+    rank = {name: i for i, name in enumerate(ANAT_SUFFIXES)}
+    return sorted(set(suffixes), key=lambda s: (rank.get(s, len(rank)), s))
+
+
+def image_order(images: Iterable[tuple[str, str]]) -> list[str]:
+    """Image keys from (key, suffix) pairs: by subject, session, suffix order, then name."""
+    from bidsapp.bids import ANAT_SUFFIXES
+
+    rank = {name: i for i, name in enumerate(ANAT_SUFFIXES)}
+
+    def key(item):
+        image, suffix = item
+        parts = dict(p.split("-", 1) for p in image.split("_")[:-1] if "-" in p)
+        return (parts.get("sub", ""), parts.get("ses", ""), rank.get(suffix, len(rank)), image)
+
+    return [image for image, _ in sorted(set(images), key=key)]
+
+
+def rows(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per record: identity columns, then every flattened scalar of the record."""
+    table = []
+    for record in records:
+        data = {k: v for k, v in record.data.items() if k not in SKIPPED_KEYS}
+        row = {"subject": record.subject, "session": record.session, "image": record.image,
+               "suffix": record.suffix, "defacer": record.defacer}
+        row.update({k: v for k, v in flatten(data).items() if k not in row})
+        table.append(row)
+    frame = pd.DataFrame(table)
+    if frame.empty:
+        frame = pd.DataFrame(columns=list(ID_COLUMNS) + ["status", "error"])
+    for column in ("status", "error"):
+        if column not in frame:
+            frame[column] = None
+    return frame
+
+
+def aggregate(output_dir: Path, subjects: Iterable[str] = (), *,
+              threshold: float = FACE_REMOVED_MIN_PCT) -> pd.DataFrame:
+    """Every defacer result in ``output_dir`` as one row, with headlines and verdicts."""
+    return add_verdicts(rows(collect(output_dir, subjects).results), threshold=threshold)
+
+
+# --- headlines and verdicts -------------------------------------------------------------------
+
+def resolve(columns: Iterable[str], candidates: Iterable[tuple[str, float]]
+            ) -> tuple[str, float] | None:
+    """The first candidate found among ``columns`` (exact name, then a dotted suffix)."""
+    columns = list(columns)
+    candidates = list(candidates)
+    for name, scale in candidates:
+        if name in columns:
+            return name, scale
+    for name, scale in candidates:
+        for column in columns:
+            if column.endswith("." + name):
+                return column, scale
+    return None
+
+
+def _numeric(series: pd.Series) -> pd.Series:
+    if series.dtype == object:
+        series = series.map(lambda v: float(v) if isinstance(v, (bool, np.bool_)) else v)
+    return pd.to_numeric(series, errors="coerce").astype(float)
+
+
+def add_headlines(table: pd.DataFrame) -> pd.DataFrame:
+    """Add the canonical :data:`HEADLINES` columns (NaN when no record key provides them)."""
+    table = table.copy()
+    for column, candidates in HEADLINES.items():
+        found = resolve([c for c in table.columns if c not in HEADLINES], candidates)
+        if found is None:
+            table[column] = np.nan
+        else:
+            table[column] = _numeric(table[found[0]]) * found[1]
+    for column in COSTS:
+        table[column] = _numeric(table[column]) if column in table else np.nan
+    return table
+
+
+def verdict(status: Any, brain: float, face: float,
+            threshold: float = FACE_REMOVED_MIN_PCT) -> tuple[str, str]:
+    """``(verdict, reason)`` of one result: verdict is ``pass``, ``fail`` or ``n/a``.
+
+    >>> verdict("ok", 0, 95.0)
+    ('pass', 'no brain voxel altered; 95% of the face removed')
+    >>> verdict("ok", 12, 95.0)[0], verdict("ok", 0, 40.0)[0], verdict("ok", 0, float("nan"))[0]
+    ('fail', 'fail', 'n/a')
+    """
+    if status != "ok":
+        return "fail", "the defacer failed"
+    reasons = []
+    if brain is not None and not math.isnan(brain) and brain > 0:
+        reasons.append(f"{brain:.0f} brain voxel(s) altered")
+    if face is not None and not math.isnan(face) and face < threshold:
+        reasons.append(f"{face:.0f}% of the face removed (< {threshold:g}%)")
+    if reasons:
+        return "fail", "; ".join(reasons)
+    missing = [name for name, value in (("brain voxels altered", brain),
+                                        ("face removed", face))
+               if value is None or math.isnan(value)]
+    if missing:
+        return "n/a", f"metric(s) missing: {', '.join(missing)}"
+    return "pass", f"no brain voxel altered; {face:.0f}% of the face removed"
+
+
+def add_verdicts(table: pd.DataFrame, *, threshold: float = FACE_REMOVED_MIN_PCT
+                 ) -> pd.DataFrame:
+    """Headline columns, then ``verdict`` and ``verdict_reason`` for every row."""
+    table = add_headlines(table)
+    pairs = [verdict(s, b, f, threshold) for s, b, f in
+             zip(table["status"], table["brain_voxels_altered"], table["face_removed_pct"])]
+    table["verdict"] = [p[0] for p in pairs]
+    table["verdict_reason"] = [p[1] for p in pairs]
+    return table
+
+
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    """Numeric (or boolean) columns that are metrics: not identity, provenance or costs."""
+    out = []
+    skip = set(ID_COLUMNS) | set(COSTS) | set(NOT_METRICS) | set(HEADLINES)
+    for column in table.columns:
+        if column in skip or column.startswith(NOT_METRIC_PREFIXES):
+            continue
+        values = table[column].dropna()
+        if values.empty:
+            continue
+        if all(isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating))
+               for v in values):
+            out.append(column)
+    return out
+
+
+def is_iqm(column: str) -> bool:
+    """Whether a flattened key belongs to the image quality metrics (first part ``iqm*``)."""
+    return column.split(".")[0].lower().startswith("iqm")
+
+
+def iqm_difference_columns(table: pd.DataFrame) -> list[str]:
+    """Metric columns of image quality metrics that are differences (defaced vs original).
+
+    IQM keys start with ``iqm``; a difference has ``diff``, ``delta`` or ``change`` in its name.
+    """
+    return [c for c in metric_columns(table) if is_iqm(c)
+            and re.search(r"diff|delta|change", c, re.IGNORECASE)]
+
+
+# --- ratings ----------------------------------------------------------------------------------
+
+def read_ratings(folder: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Every rating in ``folder/*.json`` and ``folder/*.tsv``; and the unreadable files.
+
+    Returns columns image, defacer, rating, notes, rater, time, file.
+    """
+    entries, problems = [], []
+    folder = Path(folder)
+    for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*.tsv")):
+        try:
+            if path.suffix == ".json":
+                payload = json.loads(path.read_text())
+                items = payload.get("ratings", []) if isinstance(payload, dict) else payload
+                rater = payload.get("rater") if isinstance(payload, dict) else None
+                if not isinstance(items, list):
+                    raise ValueError("'ratings' is not a list")
+            else:
+                with path.open(newline="") as handle:
+                    items = list(csv.DictReader(handle, delimiter="\t"))
+                rater = None
+            for item in items:
+                if not isinstance(item, dict) or not item.get("image") or not item.get("defacer"):
+                    raise ValueError("an entry lacks 'image' or 'defacer'")
+                entries.append({
+                    "image": str(item["image"]), "defacer": str(item["defacer"]),
+                    "rating": str(item.get("rating") or ""),
+                    "notes": str(item.get("notes") or ""),
+                    "rater": str(item.get("rater") or rater or ""),
+                    "time": str(item.get("time") or ""), "file": path.name,
+                })
+        except (OSError, ValueError, csv.Error) as exc:
+            problems.append(f"{path}: not a bidsapp ratings file ({exc}); export it again "
+                            "from a participant report")
+    columns = ["image", "defacer", "rating", "notes", "rater", "time", "file"]
+    return pd.DataFrame(entries, columns=columns), problems
+
+
+def merge_ratings(table: pd.DataFrame, ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Add ``rating``, ``rating_notes``, ``rater``, ``rating_time`` (latest rating wins).
+
+    Returns the table and the number of ratings that match no result.
+    """
+    table = table.copy()
+    if ratings.empty:
+        for column in ("rating", "rating_notes", "rater", "rating_time"):
+            table[column] = None
+        return table, 0
+    ratings = ratings.copy()
+    ratings["_when"] = pd.to_datetime(ratings["time"], errors="coerce", utc=True)
+    ratings = ratings.sort_values("_when", na_position="first", kind="stable")
+    latest = ratings.drop_duplicates(["image", "defacer"], keep="last")
+    latest = latest.rename(columns={"notes": "rating_notes", "time": "rating_time"})
+    latest = latest[["image", "defacer", "rating", "rating_notes", "rater", "rating_time"]]
+    keys = set(zip(table["image"], table["defacer"]))
+    unmatched = sum(1 for k in zip(latest["image"], latest["defacer"]) if k not in keys)
+    table = table.drop(columns=[c for c in latest.columns[2:] if c in table])
+    merged = table.merge(latest, on=["image", "defacer"], how="left")
+    merged[["rating", "rating_notes", "rater", "rating_time"]] = merged[
+        ["rating", "rating_notes", "rater", "rating_time"]].astype(object).where(
+        merged[["rating", "rating_notes", "rater", "rating_time"]].notna(), None)
+    return merged, unmatched
+
+
+# --- summary and recommendation ---------------------------------------------------------------
+
+def _quantile(values: pd.Series, q: float) -> float:
+    values = values.dropna()
+    return float(values.quantile(q)) if len(values) else float("nan")
+
+
+def summarise(table: pd.DataFrame, *, threshold: float = FACE_REMOVED_MIN_PCT) -> pd.DataFrame:
+    """One row per suffix and defacer: pass rate, distributions, failures, ratings.
+
+    ``table`` is :func:`aggregate`'s output (verdicts are added when missing). A defacer is
+    ``recommended`` for a suffix when it was run on every image of that suffix, passed on each,
+    and no rater marked one of them as anything but ``pass``.
+    """
+    if "verdict" not in table:
+        table = add_verdicts(table, threshold=threshold)
+    iqm = iqm_difference_columns(table)
+    out = []
+    for suffix in suffix_order(table["suffix"]):
+        by_suffix = table[table["suffix"] == suffix]
+        images = by_suffix["image"].nunique()
+        for name in defacer_order(by_suffix["defacer"].dropna().unique()):
+            group = by_suffix[by_suffix["defacer"] == name]
+            face = group["face_removed_pct"]
+            brain = group["brain_voxels_altered"]
+            ratings = group["rating"] if "rating" in group else pd.Series([], dtype=object)
+            rated = ratings.dropna()
+            rated = rated[rated != ""]
+            row = {
+                "suffix": suffix, "defacer": name, "n_images": len(group),
+                "n_images_of_suffix": int(images),
+                "n_failed": int((group["status"] != "ok").sum()),
+                "n_pass": int((group["verdict"] == "pass").sum()),
+                "n_fail": int((group["verdict"] == "fail").sum()),
+                "n_unknown": int((group["verdict"] == "n/a").sum()),
+            }
+            row["pass_rate"] = row["n_pass"] / row["n_images"] if row["n_images"] else np.nan
+            row.update({
+                "face_removed_pct_median": _quantile(face, 0.5),
+                "face_removed_pct_q25": _quantile(face, 0.25),
+                "face_removed_pct_q75": _quantile(face, 0.75),
+                "face_removed_pct_min": float(face.min()) if face.notna().any() else np.nan,
+                "brain_voxels_altered_median": _quantile(brain, 0.5),
+                "brain_voxels_altered_max": float(brain.max()) if brain.notna().any() else np.nan,
+                "n_brain_altered": int((brain > 0).sum()),
+                "n_face_detected": int((group["face_detected"] > 0).sum()),
+            })
+            for cost in COSTS:
+                row[f"{cost}_median"] = _quantile(group[cost], 0.5)
+                row[f"{cost}_max"] = float(group[cost].max()) if group[cost].notna().any() \
+                    else np.nan
+            for column in iqm:
+                row[f"{column}_median"] = _quantile(_numeric(group[column]), 0.5)
+            row["n_rated"] = len(rated)
+            row["n_rated_pass"] = int((rated == "pass").sum())
+            row["n_rated_problem"] = int((rated != "pass").sum())
+            row["recommended"] = bool(row["n_images"] == images and row["n_pass"] == images
+                                      and images > 0 and row["n_rated_problem"] == 0)
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def recommend(summary: pd.DataFrame) -> dict[str, list[str]]:
+    """Recommended defacers per suffix, and under ``"all"`` those recommended for every suffix.
+
+    >>> s = pd.DataFrame({"suffix": ["T1w", "T1w", "T2w"], "defacer": ["a", "b", "a"],
+    ...                   "recommended": [True, True, False]})
+    >>> recommend(s)
+    {'T1w': ['a', 'b'], 'T2w': [], 'all': []}
+    """
+    out: dict[str, list[str]] = {}
+    if summary.empty:
+        return {"all": []}
+    for suffix in suffix_order(summary["suffix"]):
+        group = summary[summary["suffix"] == suffix]
+        out[str(suffix)] = [d for d, r in zip(group["defacer"], group["recommended"]) if r]
+    suffixes = [s for s in out]
+    everywhere = [d for d in defacer_order(summary["defacer"].unique())
+                  if all(d in out[s] for s in suffixes)]
+    out["all"] = everywhere
+    return out
+
+
+# --- the group level --------------------------------------------------------------------------
+
+def _usage_error(message: str):
+    from bidsapp.cli.run import UsageError
+
+    return UsageError(message)
+
+
+def run_group(settings) -> int:
+    """The group level: tables, summary and report from ``settings.output_dir`` alone.
+
+    Returns 0, or 1 when some record or ratings file could not be read (reported, skipped).
+    Raises :class:`bidsapp.cli.run.UsageError` when there is no participant result to compare.
+    """
+    output_dir = Path(settings.output_dir)
+    start = time.perf_counter()
+    if not output_dir.is_dir():
+        raise _usage_error(f"output_dir {output_dir} does not exist; run the participant level "
+                           "into it first (bidsapp bids_dir output_dir participant)")
+    subjects = tuple(getattr(settings, "participant_labels", ()) or ())
+    found = collect(output_dir, subjects)
+    if not found.results and not found.inputs:
+        which = f" for participant(s) {', '.join(subjects)}" if subjects else ""
+        raise _usage_error(f"no participant results{which} in {output_dir} (no sub-*/anat/"
+                           "*_desc-<defacer>_<suffix>.json); run the participant level into "
+                           "this folder first")
+    if subjects:
+        seen = {r.subject for r in found.results + found.inputs}
+        for label in subjects:
+            if label not in seen:
+                LOGGER.warning("participant %s has no results in %s; skipped", label, output_dir)
+    outputs = write_group_outputs(output_dir, found)
+    for line in outputs.problems:
+        LOGGER.error("problem: %s", line)
+    LOGGER.info("group level: %d result(s) of %d image(s), %d participant(s) in %.1f s; "
+                "report: %s", outputs.n_results, outputs.n_images, outputs.n_subjects,
+                time.perf_counter() - start, outputs.report)
+    return 1 if outputs.problems else 0
+
+
+@dataclass
+class GroupOutputs:
+    tables: list[Path]
+    summary: Path
+    report: Path
+    problems: list[str]
+    n_results: int
+    n_images: int
+    n_subjects: int
+
+
+def write_group_outputs(output_dir: Path, found: Collection, *,
+                        threshold: float = FACE_REMOVED_MIN_PCT) -> GroupOutputs:
+    """Write the group tables, summary and report for the records in ``found``."""
+    from bidsapp.io import atomic_write_text
+
+    problems = list(found.problems)
+    table = add_verdicts(rows(found.results), threshold=threshold)
+    ratings, rating_problems = read_ratings(output_dir / RATINGS_DIR)
+    problems += rating_problems
+    subjects = {r.subject for r in found.results + found.inputs}
+    ratings = ratings[ratings["image"].map(subject_of).isin(subjects)]
+    table, unmatched = merge_ratings(table, ratings)
+    table["report"] = [f"sub-{s}.html" if (output_dir / f"sub-{s}.html").is_file() else None
+                       for s in table["subject"]]
+    table = _ordered(table)
+    tables = []
+    for suffix in suffix_order(table["suffix"]):
+        path = output_dir / f"group_{suffix}.tsv"
+        atomic_write_text(path, _tsv(table[table["suffix"] == suffix].dropna(axis=1, how="all")))
+        tables.append(path)
+    summary = summarise(table, threshold=threshold)
+    summary_path = output_dir / "group_summary.tsv"
+    atomic_write_text(summary_path, _tsv(summary))
+    html = render_group_report(output_dir, table, summary, recommend(summary), found,
+                               ratings=ratings, unmatched_ratings=unmatched,
+                               problems=problems, threshold=threshold, tables=tables)
+    report = output_dir / "group_report.html"
+    atomic_write_text(report, html)
+    return GroupOutputs(tables, summary_path, report, problems, len(table),
+                        len({r.image for r in found.results + found.inputs}), len(subjects))
+
+
+def subject_of(image: str) -> str:
+    """The participant label of an image key (``sub-01_T1w`` -> ``01``)."""
+    match = re.match(r"sub-([A-Za-z0-9]+)", str(image))
+    return match.group(1) if match else ""
+
+
+def _ordered(table: pd.DataFrame) -> pd.DataFrame:
+    """Identity, headlines, verdict, rating, costs, then every other column (sorted)."""
+    first = [*ID_COLUMNS, "status", "verdict", "verdict_reason", *HEADLINES, *COSTS, "rating",
+             "rating_notes", "rater", "rating_time", "error", "report"]
+    first = [c for c in first if c in table]
+    rest = sorted(c for c in table.columns if c not in first)
+    order = {name: i for i, name in enumerate(defacer_order(table["defacer"].dropna()))}
+    images = {name: i for i, name in enumerate(image_order(zip(table["image"],
+                                                               table["suffix"])))}
+    table = table.assign(_order=table["defacer"].map(order), _image=table["image"].map(images))
+    table = table.sort_values(["_image", "_order"], kind="stable")
+    return table[first + rest].reset_index(drop=True)
+
+
+def _tsv(table: pd.DataFrame) -> str:
+    """BIDS-style TSV text: tab separated, ``n/a`` for missing values, booleans as true/false."""
+    table = table.copy()
+    for column in table.columns:
+        values = table[column]
+        if values.dtype == object:
+            values = values.map(lambda v: re.sub(r"[\t\r\n]+", " ", v) if isinstance(v, str)
+                                else v)
+            table[column] = values
+        if values.dtype == bool or values.map(lambda v: isinstance(v, (bool, np.bool_))).any():
+            table[column] = values.map(
+                lambda v: ("true" if v else "false") if isinstance(v, (bool, np.bool_)) else v)
+    return table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+
+
+# --- the group report -------------------------------------------------------------------------
+
+#: Distributions plotted per defacer (column -> title); IQM differences are added after these.
+PLOTTED = {"face_removed_pct": "face removed (%)", "brain_voxels_altered": "brain voxels altered",
+           "wall_time_s": "wall time (s)", "peak_rss_mb": "peak memory (MB)"}
+#: At most this many IQM differences are plotted (all are in the tables).
+MAX_IQM_PLOTS = 6
+
+
+def _fmt(value) -> str:
+    from bidsapp.reports import format_number
+
+    return format_number(value)
+
+
+def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataFrame,
+                        recommendation: dict[str, list[str]], found: Collection, *,
+                        ratings: pd.DataFrame, unmatched_ratings: int, problems: list[str],
+                        threshold: float = FACE_REMOVED_MIN_PCT,
+                        tables: list[Path] = ()) -> str:
+    """The group report's HTML (figures inlined, gallery thumbnails linked as local files)."""
+    from bidsapp.reports import bidsapp_version, plots, render_template
+    from bidsapp.reports.participant import anchor, figure_path
+
+    output_dir = Path(output_dir)
+    iqm = iqm_difference_columns(table)
+    sections = []
+    for suffix in suffix_order(table["suffix"]):
+        rows_ = table[table["suffix"] == suffix]
+        defacers = defacer_order(rows_["defacer"].dropna().unique())
+        images = image_order(zip(rows_["image"], rows_["suffix"]))
+        plotted = dict(PLOTTED)
+        plotted.update({c: f"{c} (defaced - original)" for c in iqm[:MAX_IQM_PLOTS]})
+        png = plots.plot_distributions(rows_, plotted, by="defacer", columns=4)
+        by_key = {(r.image, r.defacer): r for r in rows_.itertuples(index=False)}
+        matrix = []
+        for image in images:
+            cells = []
+            for name in defacers:
+                row = by_key.get((image, name))
+                if row is None:
+                    cells.append({"verdict": None})
+                    continue
+                link = f"{row.report}#{anchor(image, name)}" if row.report else None
+                cells.append({"verdict": row.verdict, "reason": row.verdict_reason,
+                              "failed": row.status != "ok",
+                              "face": _fmt(row.face_removed_pct), "link": link,
+                              "brain": _fmt(row.brain_voxels_altered),
+                              "rating": getattr(row, "rating", None)})
+            subject = subject_of(image)
+            report = f"sub-{subject}.html" if (output_dir / f"sub-{subject}.html").is_file() \
+                else None
+            matrix.append({"image": image, "report": report, "cells": cells})
+        gallery = []
+        for name in defacers:
+            thumbs = []
+            for row in rows_[rows_["defacer"] == name].itertuples(index=False):
+                figure = figure_path(output_dir, row.image, row.suffix, name, "render")
+                thumbs.append({
+                    "image": row.image, "verdict": row.verdict, "failed": row.status != "ok",
+                    "src": figure.relative_to(output_dir).as_posix() if figure.is_file() else None,
+                    "link": f"{row.report}#{anchor(row.image, name)}" if row.report else None,
+                })
+            gallery.append({"defacer": name, "thumbs": thumbs})
+        summary_rows = []
+        for row in summary[summary["suffix"] == suffix].to_dict("records"):
+            summary_rows.append({
+                "defacer": row["defacer"], "recommended": row["recommended"],
+                "pass": f"{row['n_pass']}/{row['n_images']}",
+                "pass_rate": _fmt(100 * row["pass_rate"]) if not pd.isna(row["pass_rate"])
+                else "n/a",
+                "not_run": row["n_images_of_suffix"] - row["n_images"],
+                "unknown": row["n_unknown"], "failed": row["n_failed"],
+                "face": (f"{_fmt(row['face_removed_pct_median'])} "
+                         f"[{_fmt(row['face_removed_pct_q25'])}, "
+                         f"{_fmt(row['face_removed_pct_q75'])}]"),
+                "face_min": _fmt(row["face_removed_pct_min"]),
+                "brain": (f"{_fmt(row['brain_voxels_altered_median'])} / "
+                          f"{_fmt(row['brain_voxels_altered_max'])}"),
+                "n_brain": row["n_brain_altered"], "detected": row["n_face_detected"],
+                "wall": f"{_fmt(row['wall_time_s_median'])} / {_fmt(row['wall_time_s_max'])}",
+                "rss": f"{_fmt(row['peak_rss_mb_median'])} / {_fmt(row['peak_rss_mb_max'])}",
+                "rated": f"{row['n_rated_pass']}/{row['n_rated']}",
+                "iqm": [(c, _fmt(row.get(f"{c}_median"))) for c in iqm],
+            })
+        sections.append({
+            "suffix": suffix, "defacers": defacers, "n_images": len(images),
+            "recommended": recommendation.get(str(suffix), []), "summary": summary_rows,
+            "plot": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+            "matrix": matrix, "gallery": gallery, "iqm": iqm,
+            "table": f"group_{suffix}.tsv",
+        })
+    failures = [{"where": f"{r.image} / {r.defacer}", "error": r.error or "failed (no message)",
+                 "log": r.log if isinstance(getattr(r, "log", None), str)
+                 and (output_dir / r.log).is_file() else None,
+                 "report": r.report}
+                for r in table[table["status"] != "ok"].itertuples(index=False)]
+    failures += [{"where": f"{r.image} (input)", "error": r.data.get("error") or "failed",
+                  "log": None, "report": None}
+                 for r in found.inputs if r.data.get("status") not in (None, "ok")]
+    reports = sorted({f"sub-{s}.html" for s in table["subject"]} |
+                     {f"sub-{r.subject}.html" for r in found.inputs})
+    context = {
+        "title": "bidsapp group report", "version": bidsapp_version(output_dir),
+        "generated": time.strftime("%Y-%m-%d %H:%M %Z"), "threshold": threshold,
+        "n_subjects": len({r.subject for r in found.results + found.inputs}),
+        "n_images": len({r.image for r in found.results + found.inputs}),
+        "n_results": len(table), "sections": sections,
+        "overall": recommendation.get("all", []),
+        "failures": failures, "problems": problems,
+        "reports": [(name, (output_dir / name).is_file()) for name in reports],
+        "ratings": {"n": len(ratings), "files": sorted(set(ratings["file"])) if len(ratings)
+                    else [], "unmatched": unmatched_ratings, "dir": RATINGS_DIR,
+                    "merged": int(table["rating"].notna().sum()) if "rating" in table else 0},
+        "tables": [p.name for p in tables] + ["group_summary.tsv"],
+    }
+    return render_template("group.html", **context)
+

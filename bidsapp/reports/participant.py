@@ -1,0 +1,329 @@
+"""The participant report: one self-contained HTML page per participant, from ``output_dir`` alone.
+
+``output_dir/sub-<label>.html`` shows, for each anatomical image: the input's checks, a table
+comparing the defacers (verdict, headline metrics, time, memory), every metric and every IQM
+difference side by side, and for each defacer a mosaic of the defaced image with the altered
+voxels and the brain outline, renders of the defaced head (front, 45 degrees, side), its
+provenance and a rating widget. An errors section lists what failed and where its log is.
+
+Figures are written as PNG files under ``output_dir/sub-<label>/figures/`` (the group report's
+gallery links them) and inlined into the page as ``data:`` URIs, so the page works offline and on
+its own. The original face is never shown unless ``show_faces`` is set: such a report is
+identifying data. See docs/reports.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from bidsapp import group
+from bidsapp.reports import asset, bidsapp_version, data_uri, format_number, render_template
+
+LOGGER = logging.getLogger("bidsapp")
+
+#: Record keys shown as provenance, in this order (others that are not metrics follow).
+PROVENANCE = ("title", "version", "kind", "mode", "command", "parameters", "options", "guard",
+              "seed", "threads", "notes")
+
+
+def figure_path(output_dir: Path, image: str, suffix: str, desc: str, kind: str) -> Path:
+    """Where a report figure lives: ``sub-X/figures/<entities>_mod-<suffix>_desc-<desc>_<kind>.png``.
+
+    >>> figure_path(Path("out"), "sub-01_ses-a_T1w", "T1w", "quickshear", "render").as_posix()
+    'out/sub-01/figures/sub-01_ses-a_mod-T1w_desc-quickshear_render.png'
+    """
+    entities = image[: -(len(suffix) + 1)]
+    subject = group.subject_of(image)
+    return Path(output_dir) / f"sub-{subject}" / "figures" / \
+        f"{entities}_mod-{suffix}_desc-{desc}_{kind}.png"
+
+
+def dataset_id(output_dir: Path) -> str:
+    """A short, stable identifier of the output folder: ratings are stored in the browser under it."""
+    return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def anchor(image: str, defacer: str | None = None) -> str:
+    return image if defacer is None else f"{image}--{defacer}"
+
+
+def _stale(target: Path, sources: list[Path]) -> bool:
+    if not target.is_file():
+        return True
+    newest = max((p.stat().st_mtime for p in sources if p.is_file()), default=0.0)
+    return target.stat().st_mtime < newest
+
+
+def _sibling(record_path: Path, entities: str, suffix: str, desc: str, kind: str) -> Path:
+    return record_path.parent / f"{entities}_mod-{suffix}_desc-{desc}_{kind}.nii.gz"
+
+
+def _original_image(output_dir: Path, record: dict[str, Any], bids_dir: Path | None
+                    ) -> Path | None:
+    """The input image, from its record's ``Sources`` and the dataset's ``SourceDatasets``."""
+    sources = [s for s in record.get("Sources", []) if str(s).startswith("bids:raw:")]
+    if not sources:
+        return None
+    relative = sources[0][len("bids:raw:"):]
+    roots = [Path(bids_dir)] if bids_dir else []
+    try:
+        description = json.loads((output_dir / "dataset_description.json").read_text())
+        for item in description.get("SourceDatasets", []):
+            url = urlparse(item.get("URL", ""))
+            if url.scheme == "file":
+                roots.append(Path(unquote(url.path)))
+    except (OSError, ValueError):
+        pass
+    for root in roots:
+        if (root / relative).is_file():
+            return root / relative
+    return None
+
+
+class _Figures:
+    """Makes (or reuses, when newer than their inputs) the figures of one participant."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = output_dir
+        self.errors: list[dict[str, str]] = []
+
+    def make(self, target: Path, sources: list[Path], build, what: str) -> str | None:
+        """Data URI of ``target``, building it first when missing or stale; None on failure."""
+        try:
+            if _stale(target, sources):
+                build(target)
+            return data_uri(target)
+        except Exception as exc:  # a figure must never break the report
+            LOGGER.warning("report figure %s failed: %s", target.name, exc)
+            self.errors.append({"where": what, "error": f"figure not made: {exc}",
+                                "log": None})
+            return None
+
+
+def _cameras(brain: Path | None):
+    from bidsapp.reports import plots
+
+    if brain is None or not brain.is_file():
+        return None
+    try:
+        return plots.brain_cameras(brain)
+    except Exception as exc:
+        LOGGER.debug("no cameras from %s: %s", brain, exc)
+        return None
+
+
+def _render_builder(image: Path, brain: Path | None, cams):
+    from bidsapp.reports import plots
+
+    def build(target: Path) -> None:
+        mesh = plots.head_mesh(image, brain if brain is not None and brain.is_file() else None)
+        plots.plot_renders(mesh, target, camera_by_view=cams or plots.cameras([mesh]))
+    return build
+
+
+def _mosaic_builder(image: Path, altered: Path | None, brain: Path | None):
+    from bidsapp.reports import plots
+
+    def build(target: Path) -> None:
+        plots.plot_mosaic(image, altered if altered is not None and altered.is_file() else None,
+                          brain if brain is not None and brain.is_file() else None, target)
+    return build
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, indent=1) if value else "none"
+    return format_number(value)
+
+
+def _side_by_side(table: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+    """Metric rows x defacer columns, formatted."""
+    return {"defacers": list(table["defacer"]),
+            "rows": [(c, [format_number(v) for v in table[c]]) for c in columns]}
+
+
+def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for _, row in table.iterrows():
+        out.append({
+            "defacer": row["defacer"], "anchor": anchor(row["image"], row["defacer"]),
+            "status": row["status"], "verdict": row["verdict"], "reason": row["verdict_reason"],
+            "brain": format_number(row["brain_voxels_altered"]),
+            "face": format_number(row["face_removed_pct"]),
+            "detected": format_number(None if pd.isna(row["face_detected"])
+                                      else bool(row["face_detected"])),
+            "altered_ml": format_number(row.get("altered_ml")),
+            "wall": format_number(row["wall_time_s"]), "rss": format_number(row["peak_rss_mb"]),
+            "cpu": format_number(row["cpu_time_s"]),
+        })
+    return out
+
+
+def _crash_files(output_dir: Path, subject: str) -> list[str]:
+    folder = output_dir / "logs" / f"sub-{subject}" / "crash"
+    if not folder.is_dir():
+        return []
+    return sorted(str(p.relative_to(output_dir)) for p in folder.rglob("*") if p.is_file())
+
+
+def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
+                  bids_dir: Path | None = None, figures: bool = True) -> dict[str, Any]:
+    """Everything the template shows about one participant (figures made on the way)."""
+    output_dir = Path(output_dir)
+    found = group.collect(output_dir, [subject])
+    table = group.add_verdicts(group.rows(found.results))
+    inputs = {r.image: r for r in found.inputs}
+    results = {}
+    for record in found.results:
+        results.setdefault(record.image, {})[record.defacer] = record
+    maker = _Figures(output_dir)
+    errors: list[dict[str, str | None]] = [
+        {"where": p.split(":")[0], "error": p, "log": None} for p in found.problems]
+    images = []
+    keys = group.image_order([(r.image, r.suffix) for r in found.inputs + found.results])
+    metric_cols = [c for c in group.metric_columns(table) if not group.is_iqm(c)]
+    iqm_cols = group.iqm_difference_columns(table)
+    for key in keys:
+        source = inputs.get(key)
+        mine = table[table["image"] == key]
+        order = group.defacer_order(mine["defacer"])
+        mine = mine.set_index("defacer").loc[order].reset_index()
+        suffix = source.suffix if source else mine["suffix"].iloc[0]
+        entities = key[: -(len(suffix) + 1)]
+        first = source or next(iter(results[key].values()))
+        brain = (output_dir / source.data["brain_mask"]) if source and \
+            source.data.get("brain_mask") else _sibling(first.path, entities, suffix, "brain",
+                                                        "mask")
+        brain = brain if brain.is_file() else None
+        cams = _cameras(brain) if figures else None
+        entry: dict[str, Any] = {
+            "key": key, "suffix": suffix, "anchor": anchor(key),
+            "input": _input_facts(source, output_dir), "results": [],
+            "summary": _summary_rows(mine),
+            "metrics": _side_by_side(mine, [c for c in metric_cols if mine[c].notna().any()]),
+            "iqm": _side_by_side(mine, [c for c in iqm_cols if mine[c].notna().any()]),
+            "original": None,
+        }
+        if source and source.data.get("status") not in (None, "ok"):
+            errors.append({"where": f"{key} (input)", "error": source.data.get("error"),
+                           "log": None})
+        if figures and show_faces and source is not None:
+            original = _original_image(output_dir, source.data, bids_dir)
+            if original is not None:
+                deps = [original] + ([brain] if brain else [])
+                entry["original"] = {
+                    "render": maker.make(figure_path(output_dir, key, suffix, "original",
+                                                     "render"), deps,
+                                         _render_builder(original, brain, cams),
+                                         f"{key} original render"),
+                    "mosaic": maker.make(figure_path(output_dir, key, suffix, "original",
+                                                     "mosaic"), deps,
+                                         _mosaic_builder(original, None, brain),
+                                         f"{key} original mosaic"),
+                }
+        for _, row in mine.iterrows():
+            name = row["defacer"]
+            record = results[key][name]
+            card = _result_card(output_dir, record, row, entities, suffix, brain, cams, maker,
+                                figures)
+            entry["results"].append(card)
+            if record.data.get("status") != "ok":
+                errors.append({"where": f"{key} / {name}",
+                               "error": record.data.get("error") or "failed (no message)",
+                               "log": card["log"]})
+        images.append(entry)
+    if not show_faces:  # never leave an identifying figure behind from an earlier opt-in
+        for stale in (output_dir / f"sub-{subject}" / "figures").glob("*_desc-original_*.png"):
+            stale.unlink()
+    errors += maker.errors
+    return {
+        "title": f"sub-{subject}: defacing report", "subject": subject,
+        "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "version": bidsapp_version(output_dir), "show_faces": show_faces,
+        "threshold": group.FACE_REMOVED_MIN_PCT, "ratings": group.RATINGS,
+        "ratings_dir": group.RATINGS_DIR, "images": images, "errors": errors,
+        "crash_files": _crash_files(output_dir, subject),
+        "meta": {"dataset": dataset_id(output_dir), "subject": subject,
+                 "dataset_name": output_dir.name, "ratings": list(group.RATINGS)},
+    }
+
+
+def _input_facts(source, output_dir: Path) -> list[tuple[str, str]]:
+    if source is None:
+        return [("record", "missing (the input record was not written)")]
+    data = source.data
+    facts = [("status", data.get("status", "n/a"))]
+    if data.get("error"):
+        facts.append(("error", data["error"]))
+    for key, label in (("shape", "shape"), ("zooms_mm", "voxel size (mm)"),
+                       ("orientation", "orientation"), ("dtype", "data type"),
+                       ("oblique", "oblique"), ("mode", "defacing mode"),
+                       ("reference_t1w", "mask carried from"), ("brain_mask", "brain mask")):
+        if key in data and data[key] is not None:
+            value = data[key]
+            facts.append((label, " x ".join(str(v) for v in value)
+                          if isinstance(value, list) else format_number(value)))
+    return facts
+
+
+def _result_card(output_dir, record, row, entities, suffix, brain, cams, maker, figures):
+    name, data = record.defacer, record.data
+    key = record.image
+    defaced = record.path.with_name(record.path.name[: -len(".json")] + ".nii.gz")
+    altered = _sibling(record.path, entities, suffix, name, "defacemask")
+    ok = data.get("status") == "ok" and defaced.is_file()
+    log = data.get("log")
+    card = {
+        "defacer": name, "title": data.get("title") or name, "anchor": anchor(key, name),
+        "image": key, "status": data.get("status", "n/a"), "error": data.get("error"),
+        "verdict": row["verdict"], "reason": row["verdict_reason"],
+        "log": log if log and (output_dir / log).is_file() else None, "log_named": log,
+        "mosaic": None, "render": None, "ok": ok,
+    }
+    provenance = []
+    for field in PROVENANCE:
+        if field in data and data[field] not in (None, [], {}):
+            provenance.append((field, _value(data[field])))
+    card["provenance"] = provenance
+    if ok and figures:
+        deps = [defaced, altered] + ([brain] if brain else [])
+        card["mosaic"] = maker.make(figure_path(output_dir, key, suffix, name, "mosaic"), deps,
+                                    _mosaic_builder(defaced, altered, brain),
+                                    f"{key} / {name} mosaic")
+        card["render"] = maker.make(figure_path(output_dir, key, suffix, name, "render"), deps,
+                                    _render_builder(defaced, brain, cams),
+                                    f"{key} / {name} render")
+    return card
+
+
+def write_participant_report(output_dir: Path, subject: str, *, show_faces: bool = False,
+                             bids_dir: Path | None = None, figures: bool = True) -> Path:
+    """Write ``output_dir/sub-<subject>.html`` from the participant's results; return its path.
+
+    ``show_faces`` adds renders and slices of the *original* head (found through the records'
+    ``Sources`` and ``dataset_description.json``, or ``bids_dir``): the report then identifies
+    the participant. Figures are cached under ``sub-<subject>/figures/`` and rebuilt when older
+    than their images; ``figures=False`` leaves them out (tables only).
+    """
+    from markupsafe import Markup
+
+    from bidsapp.io import atomic_write_text
+
+    output_dir = Path(output_dir)
+    subject = subject.removeprefix("sub-")
+    context = build_context(output_dir, subject, show_faces=show_faces, bids_dir=bids_dir,
+                            figures=figures)
+    html = render_template("participant.html", script=Markup(asset("ratings.js")), **context)
+    path = output_dir / f"sub-{subject}.html"
+    atomic_write_text(path, html)
+    return path
+
+
