@@ -101,8 +101,8 @@ def _axis_slab(shape, axis: int, flipped: bool, count: int, *, from_start: bool 
 def template_tissue_maps() -> dict | None:
     """MNI ICBM 2009a T1 (brain) and CSF/GM/WM probability maps from the nilearn wheel.
 
-    Returns ``{'t1', 'csf', 'gm', 'wm': float32 arrays, 'affine': 4x4}`` or ``None`` when
-    nilearn is not installed.
+    Returns ``{'t1', 'csf', 'gm', 'wm': float32 arrays, 'affine': 4x4, 'brain_centroid': RAS
+    mm}`` or ``None`` when nilearn is not installed.
     """
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
@@ -117,13 +117,15 @@ def template_tissue_maps() -> dict | None:
     gm, wm = gm / scale, wm / scale
     brain = ndimage.gaussian_filter((out["t1"] > 0).astype(np.float32), 1.0)
     out["csf"] = np.clip(brain - gm - wm, 0.0, 1.0).astype(np.float32)
+    centre = np.argwhere(out["t1"] > 0).mean(axis=0)
+    out["brain_centroid"] = nib.affines.apply_affine(out["affine"], centre)
     out["gm"], out["wm"] = gm.astype(np.float32), wm.astype(np.float32)
     return out
 
 
 def register_mni(image: nib.Nifti1Image, brain_mask: np.ndarray, corrected: np.ndarray):
     """Affine registration of the MNI template brain to the brain-masked corrected image."""
-    from bidsapp.anatomy.registration import Template, _centroid, register_template
+    from bidsapp.anatomy.registration import Template, register_template
 
     tpl = template_tissue_maps()
     if tpl is None:
@@ -131,7 +133,7 @@ def register_mni(image: nib.Nifti1Image, brain_mask: np.ndarray, corrected: np.n
     template = Template(
         data=tpl["t1"],
         affine=tpl["affine"],
-        brain_centroid_ras=_centroid(tpl["t1"] > 0, tpl["affine"]),
+        brain_centroid_ras=tpl["brain_centroid"],
         name="MNI ICBM152 2009a nonlinear symmetric (nilearn)",
     )
     moving = nib.Nifti1Image(np.where(brain_mask, corrected, 0).astype(np.float32), image.affine)

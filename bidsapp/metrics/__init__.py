@@ -88,7 +88,6 @@ class OriginalReference:
     image: nib.Nifti1Image
     data: np.ndarray
     brain_mask: np.ndarray
-    margin_mask: np.ndarray
     grid: _face.WorldGrid
     fov: np.ndarray
     brain_world: np.ndarray
@@ -99,10 +98,12 @@ class OriginalReference:
     cameras: dict[str, _render.Camera]
     painted_pct: float
     lower_face_in_fov: bool
+    margin_mm: float = _brain.MARGIN_MM
     threads: int = 1
     seed: int = 42
     timings: dict[str, float] = field(default_factory=dict)
     _tissues: Any = None
+    _margin: np.ndarray | None = None
 
     @classmethod
     def build(cls, image: nib.Nifti1Image, brain_mask: np.ndarray | None = None, *,
@@ -117,9 +118,6 @@ class OriginalReference:
                 brain_mask = deepbet_brain_mask(image, threads=threads)
         brain_mask = np.asarray(brain_mask, dtype=bool)
         data = _volume(image)
-        zooms = image.header.get_zooms()[:3]
-        with _timed(timings, "brain"):
-            margin = _brain.margin_mask(brain_mask, zooms, margin_mm)
         with _timed(timings, "face"):
             grid = _face.world_grid(image)
             fov = _face.fov_mask(grid, image)
@@ -137,15 +135,23 @@ class OriginalReference:
         cameras = {}
         if mesh is not None:
             cameras = {view: _render.frame(mesh, az) for view, az in _render.VIEWS.items()}
-        return cls(image=image, data=data, brain_mask=brain_mask, margin_mask=margin, grid=grid,
+        return cls(image=image, data=data, brain_mask=brain_mask, grid=grid,
                    fov=fov, brain_world=brain_world, threshold=threshold, brain_median=median,
                    skin=skin, geometry=geometry, cameras=cameras, painted_pct=painted,
-                   lower_face_in_fov=in_fov, threads=threads, seed=seed, timings=timings,
-                   _tissues=tissues)
+                   lower_face_in_fov=in_fov, margin_mm=margin_mm, threads=threads, seed=seed,
+                   timings=timings, _tissues=tissues)
 
     @property
     def zooms(self) -> tuple[float, float, float]:
         return tuple(float(z) for z in self.image.header.get_zooms()[:3])
+
+    @property
+    def margin_mask(self) -> np.ndarray:
+        """The brain mask dilated by ``margin_mm`` (computed once, on first use)."""
+        if self._margin is None:
+            with _timed(self.timings, "brain"):
+                self._margin = _brain.margin_mask(self.brain_mask, self.zooms, self.margin_mm)
+        return self._margin
 
     @property
     def tissues(self) -> Any:

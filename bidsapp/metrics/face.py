@@ -304,11 +304,13 @@ def painted_face_pct(volume: np.ndarray, maps: SkinMaps, geometry: FaceGeometry 
     if ii.size == 0:
         return float("nan")
     y0, step = grid.coords(1)[0], grid.spacing
-    jj = np.round((maps.anterior[ii, kk] - y0) / step).astype(int)
+    skin = maps.anterior[ii, kk]
+    present = np.isfinite(skin)  # a removed face has no skin here: not painted
+    jj = np.round((np.where(present, skin, y0) - y0) / step).astype(int)
     reached = np.zeros(ii.size, dtype=bool)
     for offset in range(int(PAINT_DEPTH_MM / step) + 1):
         reached |= volume[ii, np.clip(jj - offset, 0, None), kk] >= 0.999 * top
-    return float(100.0 * reached.mean())
+    return float(100.0 * (reached & present).mean())
 
 
 def altered_skin(before: np.ndarray, after: np.ndarray, tolerance: float = TOLERANCE_MM

@@ -47,7 +47,7 @@ QI2_COIL_ELEMENTS = 32
 QI2_BANDWIDTH = 4.0
 TISSUE_LABELS = ("csf", "gm", "wm")
 _S2 = ndimage.generate_binary_structure(3, 2)
-_LOG_XMAX = math.log(np.finfo(float).max)
+_LOG_XMAX = float(np.log(np.finfo(float).max))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -79,7 +79,6 @@ class _Rounded:
     """The image rounded to integers, with the set of values it holds (for weighted quantiles)."""
 
     def __init__(self, data: np.ndarray):
-        self.data = data
         rounded = np.rint(data.ravel())
         self.offset = float(rounded.min()) if rounded.size else 0.0
         span = float(rounded.max()) - self.offset if rounded.size else 0.0
@@ -210,32 +209,43 @@ def _chi2_logpdf(x: np.ndarray, df: float) -> np.ndarray:
     )
 
 
-def _chi2_fit(values: np.ndarray, counts: np.ndarray, df0: float) -> tuple[float, float, float]:
-    """Maximum-likelihood chi-squared fit with location and scale, on values with counts.
+def _chi2_fit(x: np.ndarray, df0: float) -> tuple[float, float, float]:
+    """Maximum-likelihood chi-squared fit (df, loc, scale) of the sample ``x``.
 
-    Same objective (penalised negative log-likelihood), start (moments for df = 1, moved below
-    the data when needed) and optimiser (Nelder-Mead) as ``scipy.stats.chi2.fit(x, df0)``, but
-    each distinct value is evaluated once.
+    The result of ``scipy.stats.chi2.fit(x, df0)``, computed faster: same start (moments for
+    df = 1, moved below the data if needed), same penalised negative log-likelihood (closed
+    support; points outside it or with a non-finite log-density cost ``100 log(max float)``
+    each) and same optimiser (Nelder-Mead). The log-density is evaluated once per distinct value
+    and gathered back to the sample's order before summing, so every objective value is
+    bitwise the same as scipy's: the fit is often degenerate on zero-filled backgrounds
+    (loc -> 0, df < 2, unbounded likelihood), where Nelder-Mead stops at its iteration limit
+    and its end point depends on the last bit of each evaluation.
     """
-    n = float(counts.sum())
-    mean = float(np.dot(counts, values) / n)
-    var = float(np.dot(counts, (values - mean) ** 2) / n)
-    scale0 = math.sqrt(var / 2.0) if var > 0 else 1.0  # chi2(1): mean 1, variance 2
-    loc0 = mean - scale0
-    if not loc0 < values[0]:
-        loc0, scale0 = values[0] - 0.1 * (values[-1] - values[0]), 1.0
+    values, inverse = np.unique(x, return_inverse=True)
+    n = x.size
+    mean, var = x.mean(), x.var()
+    scale0 = np.sqrt(var / 2.0)  # chi2(df=1): mean 1, variance 2
+    loc0 = mean - scale0 * 1.0
+    if not np.isfinite(loc0):
+        loc0 = 0.0
+    if not (np.isfinite(scale0) and scale0 > 0):
+        scale0 = 1.0
+    lo, hi = values[0], values[-1]
+    if not loc0 < lo:
+        loc0, scale0 = lo - (hi - lo) * 0.1, 1.0
 
     def objective(theta):
         df, loc, scale = theta
         if not df > 0 or scale <= 0:
             return np.inf
-        x = (values - loc) / scale
-        inside = x > 0
-        logpdf = _chi2_logpdf(x[inside], df)
-        finite = np.isfinite(logpdf)
-        n_bad = counts[~inside].sum() + counts[inside][~finite].sum()
-        total = np.dot(counts[inside][finite], logpdf[finite])
-        return -total + n_bad * _LOG_XMAX * 100 + n * math.log(scale)
+        z = (values - loc) / scale
+        inside = z >= 0
+        logpdf = np.full(values.size, np.nan)
+        logpdf[inside] = _chi2_logpdf(z[inside], df)
+        good = np.isfinite(logpdf)[inverse]
+        total = np.sum(logpdf[inverse][good])
+        n_bad = n - np.count_nonzero(good)
+        return -total + n_bad * _LOG_XMAX * 100 + n * np.log(scale)
 
     df, loc, scale = optimize.fmin(objective, [df0, loc0, scale0], disp=0)
     return float(df), float(loc), float(scale)
@@ -270,17 +280,17 @@ def qi_2(data: np.ndarray, hat: np.ndarray) -> float:
     if x.size >= QI2_MAX_VOXELS:
         x = np.random.RandomState(QI2_SEED).choice(x, size=QI2_MAX_VOXELS)
     values, counts = np.unique(x, return_counts=True)
-    if values.size > 20_000:  # continuous intensities: evaluate on a 0.01 grid
+    if values.size > 20_000:  # continuous intensities: the KDE on a 0.01 grid (error < 1e-6)
         values, counts = np.unique(np.round(x, 2), return_counts=True)
     grid = np.linspace(0.0, 110, 1000)
     kde = _kde(values, counts, grid, QI2_BANDWIDTH)
     kdethi = int(np.argmax(kde[::-1] > kde.max() * 0.5))
-    df, loc, scale = _chi2_fit(values, counts, QI2_COIL_ELEMENTS)
+    df, loc, scale = _chi2_fit(x, QI2_COIL_ELEMENTS)
     if not (df > 0 and scale > 0):
         return float("nan")
     z = (grid - loc) / scale
     pdf = np.zeros_like(grid)
-    inside = z > 0
+    inside = z >= 0
     pdf[inside] = np.exp(_chi2_logpdf(z[inside], df)) / scale
     return float(np.abs(kde[-kdethi:] - pdf[-kdethi:]).mean())
 
@@ -470,6 +480,26 @@ def image_iqms(
     return ImageIQMs(iqms=iqms, tissues=tissues, masks=masks)
 
 
+def on_grid_of(image: nib.Nifti1Image, reference: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``image`` with its voxels in ``reference``'s order (same world grid, axes flipped or
+    permuted, e.g. a tool writing radiological order); ValueError for any other grid."""
+    if image.shape[:3] == reference.shape[:3] and np.allclose(
+        image.affine, reference.affine, atol=1e-3
+    ):
+        return image
+    transform = nib.orientations.ornt_transform(
+        nib.io_orientation(image.affine), nib.io_orientation(reference.affine)
+    )
+    moved = image.as_reoriented(transform)
+    if moved.shape[:3] != reference.shape[:3] or not np.allclose(
+        moved.affine, reference.affine, atol=1e-3
+    ):
+        raise ValueError(
+            f"defaced image {image.shape} is not on the original's grid {reference.shape}"
+        )
+    return moved
+
+
 def iqms_for_defaced(
     original: nib.Nifti1Image,
     defaced: nib.Nifti1Image,
@@ -489,8 +519,7 @@ def iqms_for_defaced(
     as MRIQC would. Returns ``{mode: {"iqms": {...}, "delta": {...}}}`` (delta = defaced -
     original).
     """
-    if defaced.shape[:3] != original.shape[:3]:
-        raise ValueError(f"defaced {defaced.shape} and original {original.shape} grids differ")
+    defaced = on_grid_of(defaced, original)
     data = image_data(defaced)
     zooms = defaced.header.get_zooms()[:3]
     out = {}
@@ -538,6 +567,7 @@ def defacing_iqms(
     defaced: dict[str, nib.Nifti1Image],
     *,
     tissues: Tissues | None = None,
+    reference: ImageIQMs | None = None,
     defaced_brain_masks: dict[str, np.ndarray] | None = None,
     modes: tuple[str, ...] = ("original_masks", "recomputed_masks"),
     threads: int = 1,
@@ -545,13 +575,14 @@ def defacing_iqms(
 ) -> dict:
     """JSON-ready IQMs of an original and of each defacer's output, in both modes.
 
-    ``tissues`` (from :func:`segment_tissues`, shared with the defacing metrics) is reused when
-    given. Returns ``{"original": {...}, "original_masks": {...}, "defacers": {name: {mode:
+    ``tissues`` (from :func:`segment_tissues`, shared with the defacing metrics) or a whole
+    ``reference`` (from :func:`image_iqms`) is reused when given. Returns ``{"original": {...}, "original_masks": {...}, "defacers": {name: {mode:
     {"iqms", "delta"}}}, "settings": {...}}``; NaN becomes ``null``.
     """
     from bidsapp.anatomy import segmentation
 
-    reference = image_iqms(original, brain_mask, tissues=tissues, threads=threads, seed=seed)
+    if reference is None:
+        reference = image_iqms(original, brain_mask, tissues=tissues, threads=threads, seed=seed)
     masks = defaced_brain_masks or {}
     out = {
         "original": reference.iqms,
