@@ -3,7 +3,8 @@
     python benchmarks/bench_group.py [--rows 1000] [--defacers 5] [--keep DIR]
 
 Writes ``rows`` defacer records (images x defacers, half T1w and half FLAIR, with brain, face,
-detection, downstream and 2 x 30 IQM metrics each, a few failures) and ratings into a temporary
+detection, downstream metrics and 68 IQMs and their changes in two modes each, in the layout
+of ``bidsapp.metrics.measure``, a few failures) and ratings into a temporary
 output folder, then times the pure steps (:func:`bidsapp.group.aggregate`,
 :func:`bidsapp.group.summarise`) and the whole group level (:func:`bidsapp.group.run_group`:
 TSVs, plots, HTML). No images: the gallery shows placeholders, as for participants whose report
@@ -23,7 +24,10 @@ import numpy as np
 
 DEFACERS = ("quickshear", "deepdefacer", "facemask", "pydeface", "mrideface", "fsldeface",
             "mridefacer", "afnideface", "afnireface", "spmdeface")
-IQMS = [f"iqm{i:02d}" for i in range(30)]
+#: As many IQMs as bidsapp.metrics.iqms computes (MRIQC's anatomical set), in two modes.
+IQMS = ["efc", "fber", "wm2max", "qi_2", "snrd_total", "cnr", "cjv"] + \
+    [f"iqm{i:02d}" for i in range(61)]
+MODES = ("original_masks", "recomputed_masks")
 
 
 def write_results(root: Path, rows: int, defacers: int, seed: int = 0) -> int:
@@ -58,14 +62,23 @@ def write_results(root: Path, rows: int, defacers: int, seed: int = 0) -> int:
             if not failed:
                 removed = float(np.clip(rng.normal(0.7 + 0.05 * rank, 0.12), 0, 1))
                 original = {q: float(rng.normal(3, 1)) for q in IQMS}
-                record.update(
+                brain = int(rng.random() < 0.1) * int(rng.integers(1, 500))
+                record.update(  # the layout bidsapp.metrics.measure writes
                     altered_voxels=int(rng.integers(1e5, 3e5)), altered_ml=200.0,
-                    brain={"altered_voxels": int(rng.random() < 0.1) * int(rng.integers(1, 500))},
-                    face={"removed_fraction": removed, "nose_tip_removed": bool(removed > 0.6)},
-                    detection={"face_detected": bool(removed < 0.5), "score": 100.0},
-                    downstream={"bet_dice": float(rng.uniform(0.97, 1.0))},
-                    iqm={"original": original,
-                         "diff": {q: float(rng.normal(0, 0.1)) for q in IQMS}})
+                    metrics={"brain_changed_voxels": brain, "brain_altered": brain > 0,
+                             "margin_changed_voxels": brain * 3,
+                             "face_altered_pct": 100 * removed,
+                             **{f"{r}_altered_pct": float(rng.uniform(0, 100))
+                                for r in ("eyes", "nose", "mouth", "chin", "ears")},
+                             "nose_tip_removed": bool(removed > 0.6),
+                             "face_detected": bool(removed < 0.5),
+                             "bet_dice": float(rng.uniform(0.97, 1.0)),
+                             **{f"{t}_change_pct": float(rng.normal(0, 0.3))
+                                for t in ("tiv", "gm", "wm", "csf")}},
+                    iqms={mode: {"iqms": original,
+                                 "delta": {q: float(rng.normal(0, 0.1)) for q in IQMS}}
+                          for mode in MODES},
+                    timings_s={"brain": 0.1, "face": 2.0, "downstream": 30.0, "iqms": 15.0})
             (folder / f"sub-{subject}_desc-{name}_{suffix}.json").write_text(json.dumps(record))
             written += 1
             if rng.random() < 0.2:

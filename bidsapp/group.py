@@ -582,7 +582,8 @@ def _ordered(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _tsv(table: pd.DataFrame) -> str:
-    """BIDS-style TSV text: tab separated, ``n/a`` for missing values, booleans as true/false."""
+    """BIDS-style TSV text: tab separated, ``n/a`` for missing values, booleans as true/false,
+    floats to 8 significant digits."""
     table = table.copy()
     for column in table.columns:
         values = table[column]
@@ -593,7 +594,8 @@ def _tsv(table: pd.DataFrame) -> str:
         if values.dtype == bool or values.map(lambda v: isinstance(v, (bool, np.bool_))).any():
             table[column] = values.map(
                 lambda v: ("true" if v else "false") if isinstance(v, (bool, np.bool_)) else v)
-    return table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+    return table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n",
+                        float_format="%.8g")
 
 
 # --- the group report -------------------------------------------------------------------------
@@ -601,8 +603,27 @@ def _tsv(table: pd.DataFrame) -> str:
 #: Distributions plotted per defacer (column -> title); IQM differences are added after these.
 PLOTTED = {"face_removed_pct": "face removed (%)", "brain_voxels_altered": "brain voxels altered",
            "wall_time_s": "wall time (s)", "peak_rss_mb": "peak memory (MB)"}
-#: At most this many IQM differences are plotted (all are in the tables).
-MAX_IQM_PLOTS = 6
+#: At most this many IQM differences are plotted (all are in the tables): first those most
+#: exposed to defacing (background and whole-image IQMs, in this order), then alphabetically.
+MAX_IQM_PLOTS = 8
+IQMS_FIRST = ("efc", "fber", "wm2max", "qi_2", "snrd_total", "cnr", "cjv", "snr_total")
+
+
+def plotted_iqms(columns: list[str], limit: int = MAX_IQM_PLOTS) -> dict[str, str]:
+    """IQM difference columns to plot, with short titles.
+
+    >>> plotted_iqms(["iqms.a.delta.cnr", "iqms.a.delta.efc", "iqms.b.delta.efc"], 2)
+    {'iqms.a.delta.efc': 'a: efc change', 'iqms.b.delta.efc': 'b: efc change'}
+    """
+    rank = {name: i for i, name in enumerate(IQMS_FIRST)}
+    ordered = sorted(columns, key=lambda c: (rank.get(c.split(".")[-1], len(rank)), c))
+    out = {}
+    for column in ordered[:limit]:
+        parts = [p for p in column.split(".")[1:] if not re.fullmatch(
+            r"diff|delta|change|differences?", p, re.IGNORECASE)]
+        mode = ".".join(parts[:-1]).replace("_", " ")
+        out[column] = f"{mode + ': ' if mode else ''}{parts[-1] if parts else column} change"
+    return out
 
 
 def _fmt(value) -> str:
@@ -627,8 +648,7 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
         rows_ = table[table["suffix"] == suffix]
         defacers = defacer_order(rows_["defacer"].dropna().unique())
         images = image_order(zip(rows_["image"], rows_["suffix"]))
-        plotted = dict(PLOTTED)
-        plotted.update({c: f"{c} (defaced - original)" for c in iqm[:MAX_IQM_PLOTS]})
+        plotted = {**PLOTTED, **plotted_iqms(iqm)}
         png = plots.plot_distributions(rows_, plotted, by="defacer", columns=4)
         by_key = {(r.image, r.defacer): r for r in rows_.itertuples(index=False)}
         matrix = []
@@ -711,6 +731,7 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
                     else [], "unmatched": unmatched_ratings, "dir": RATINGS_DIR,
                     "merged": int(table["rating"].notna().sum()) if "rating" in table else 0},
         "tables": [p.name for p in tables] + ["group_summary.tsv"],
+        "thumb_size": (3 * plots.RENDER_SIZE + 8, plots.RENDER_SIZE),
     }
     return render_template("group.html", **context)
 

@@ -163,6 +163,13 @@ class Chromium:
                 errors.append(params["entry"].get("text", "")[:500])
         return errors
 
+    def broken_images(self) -> int:
+        """Load every image (also lazy ones) and count those that cannot be decoded."""
+        return self.evaluate(
+            "Promise.all(Array.from(document.images).map(i => { i.loading = 'eager';"
+            " return i.decode().then(() => 0, () => 1); })).then(r => r.reduce((a, b) => a + b,"
+            " 0))")
+
     def screenshot(self, path: Path, max_height: int = 12000) -> Path:
         metrics = self.send("Page.getLayoutMetrics", session=True)
         size = metrics.get("cssContentSize") or metrics["contentSize"]
@@ -264,9 +271,7 @@ def test_participant_report_loads_offline_without_errors(browser, reported):
     _assert_clean(browser, reported, page)
     assert browser.evaluate("document.querySelectorAll('.rating[data-image]').length") == 2
     assert browser.evaluate("document.querySelectorAll('img').length") == 4
-    broken = browser.evaluate(
-        "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
-    assert broken == 0
+    assert browser.broken_images() == 0
 
 
 @pytest.mark.slow
@@ -340,9 +345,9 @@ def test_group_report_loads_offline_without_errors(browser, reported):
     _assert_clean(browser, reported, page)
     thumbs = browser.evaluate("document.querySelectorAll('.gallery img').length")
     assert thumbs == 3  # 2 subjects x 2 defacers, but the failed one has no figure
-    broken = browser.evaluate(
-        "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
-    assert broken == 0
+    assert browser.broken_images() == 0
+    outside = [u for u in browser.requests() if not u.startswith(LOCAL_SCHEMES)]
+    assert outside == [] and browser.console_errors() == []  # the thumbnails too
     links = browser.evaluate("Array.from(document.querySelectorAll('a[href]'))"
                              ".map(a => a.getAttribute('href'))")
     assert "sub-01.html" in links and "group_T1w.tsv" in links
