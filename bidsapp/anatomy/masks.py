@@ -279,7 +279,7 @@ def hat_mask(head: np.ndarray, affine: np.ndarray, planes: dict) -> np.ndarray:
 
 
 def _distance_to(head: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Euclidean distance (voxels) from ``points`` (n, 3) outside ``head`` to the nearest head voxel."""
+    """Euclidean distance (voxels) from ``points`` (n, 3) outside ``head`` to the head."""
     from scipy.spatial import cKDTree
 
     boundary = head & ~ndimage.binary_erosion(head, _S1, border_value=1)
@@ -307,8 +307,8 @@ def artifact_mask(
     """Hat voxels above ``zscore`` MADs of the hat's positive voxels, away from the head.
 
     Voxels closer to the head than 10 % of the largest head distance in the hat are not
-    artifacts (the largest distance is measured on a 2 mm grid); the result is opened with a 6-connected element
-    (Mortamet et al. 2009).
+    artifacts (that largest distance is measured on a 2 mm grid); the result is opened with a
+    6-connected element (Mortamet et al. 2009).
     """
     art = np.zeros(data.shape, dtype=bool)
     values = data[hat]

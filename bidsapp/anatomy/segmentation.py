@@ -2,9 +2,9 @@
 
 Steps, following MRIQC's anatomical workflow where it matters for its IQMs:
 
-1. Intensity clipping as MRIQC's ``pre_clip`` (percentiles 10 and 99.9 of the non-negative
-   voxels, rescaled to [0, 255]); the percentiles are taken on the raw voxels, not on a
-   median-filtered copy.
+1. Intensity clipping as MRIQC's ``pre_clip`` (percentiles 10 and 99.9 of the positive voxels,
+   rescaled to [0, 255] and rounded to integers); the percentiles are taken on the raw voxels,
+   not on a median-filtered copy.
 2. N4 (Tustison et al. 2010) fitted inside the brain mask on a copy block-averaged to about
    ``N4_SPACING_MM`` and cropped to the brain's bounding box (4 levels x 50 iterations, as MRIQC);
    the log field is interpolated (trilinear) back to the image grid. At full resolution N4 takes
@@ -45,7 +45,7 @@ TISSUES = ("csf", "gm", "wm")
 class Tissues:
     """N4-corrected image, bias field, tissue posteriors and labels, on the image grid."""
 
-    corrected: np.ndarray  # float32, clipped to [0, 255] then divided by ``bias``
+    corrected: np.ndarray  # float32, clipped to integers in [0, 255] then divided by ``bias``
     bias: np.ndarray  # float32 multiplicative field (image = corrected * bias)
     probs: dict[str, np.ndarray]  # 'csf', 'gm', 'wm' -> float32 posteriors, 0 outside the brain
     labels: np.ndarray  # uint8: 0 background, 1 CSF, 2 GM, 3 WM
@@ -60,21 +60,21 @@ def image_data(image: nib.Nifti1Image) -> np.ndarray:
 
 
 def clip_range(data: np.ndarray, percentiles=CLIP_PERCENTILES) -> tuple[float, float]:
-    """MRIQC's ``pre_clip`` bounds: percentiles of the non-negative voxels."""
-    values = data[data >= 0]
+    """MRIQC's ``pre_clip`` bounds: percentiles of the positive voxels (not median-filtered)."""
+    values = data[data > 0]
     if values.size == 0:
         return 0.0, 1.0
     low, high = np.percentile(values, percentiles)
-    return float(low), float(high)
+    return max(float(low), 0.0), float(high)
 
 
 def clip_intensities(data: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Clip to [low, high] and rescale to [0, 255] (float32)."""
+    """Clip to [low, high], rescale to [0, 255] and round to integers (float32), as MRIQC."""
     span = high - low if high > low else 1.0
     out = np.clip(data, low, high).astype(np.float32)
     out -= np.float32(low)
     out *= np.float32(255.0 / span)
-    return out
+    return np.rint(out, out=out)
 
 
 def _factors(zooms, spacing_mm: float) -> list[int]:

@@ -242,9 +242,13 @@ def _chi2_fit(x: np.ndarray, df0: float) -> tuple[float, float, float]:
         inside = z >= 0
         logpdf = np.full(values.size, np.nan)
         logpdf[inside] = _chi2_logpdf(z[inside], df)
-        good = np.isfinite(logpdf)[inverse]
-        total = np.sum(logpdf[inverse][good])
-        n_bad = n - np.count_nonzero(good)
+        finite = np.isfinite(logpdf)
+        if finite.all():  # the common case: sum over the whole sample, in its order
+            total, n_bad = np.sum(np.take(logpdf, inverse)), 0
+        else:
+            good = np.take(finite, inverse)
+            total = np.sum(np.take(logpdf, inverse)[good])
+            n_bad = n - np.count_nonzero(good)
         return -total + n_bad * _LOG_XMAX * 100 + n * np.log(scale)
 
     df, loc, scale = optimize.fmin(objective, [df0, loc0, scale0], disp=0)
@@ -576,8 +580,9 @@ def defacing_iqms(
     """JSON-ready IQMs of an original and of each defacer's output, in both modes.
 
     ``tissues`` (from :func:`segment_tissues`, shared with the defacing metrics) or a whole
-    ``reference`` (from :func:`image_iqms`) is reused when given. Returns ``{"original": {...}, "original_masks": {...}, "defacers": {name: {mode:
-    {"iqms", "delta"}}}, "settings": {...}}``; NaN becomes ``null``.
+    ``reference`` (from :func:`image_iqms`) is reused when given. Returns ``{"original": {...},
+    "original_masks": {...}, "defacers": {name: {mode: {"iqms", "delta"}}}, "settings": {...}}``;
+    NaN becomes ``null``.
     """
     from bidsapp.anatomy import segmentation
 
