@@ -97,8 +97,8 @@ def build_parser(*, with_defacer_table: bool = False) -> argparse.ArgumentParser
                         help="new, empty folder for the shareable copy (outside bids_dir and "
                              "output_dir); the report goes to DIR_deid-report.json beside it")
     export.add_argument("--export-defacer", default=None, metavar="NAME",
-                        help="defacer whose images replace the originals (default: the only one "
-                             "run, if only one was)")
+                        help="defacer whose images replace the originals (default: facecut when it "
+                             "was run, else the only defacer run)")
     export.add_argument("--export-force", action="store_true",
                         help="export even where that defacer failed, altered brain voxels or "
                              "changed nothing (such images are marked in the report)")

@@ -69,6 +69,10 @@ def _only_defacer_run(output_dir: Path) -> str:
 
     names = {m.group(1) for p in output_dir.glob("sub-*/**/anat/*_desc-*_defacemask.nii.gz")
              if (m := re.search(r"_desc-([A-Za-z0-9]+)_defacemask", p.name))}
+    from bidsapp.defacers import DEFAULT_DEFACER
+
+    if len(names) > 1 and DEFAULT_DEFACER in names:
+        return DEFAULT_DEFACER
     if len(names) != 1:
         raise UsageError("choose the defacer to export with --export-defacer NAME (found: "
                          f"{', '.join(sorted(names)) or 'no results'} in {output_dir})")

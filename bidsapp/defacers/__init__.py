@@ -13,6 +13,7 @@ from bidsapp.defacers.base import Availability, Defacer
 
 #: name -> "module:Class", in the order they are shown and run. Native ones first.
 REGISTRY: dict[str, str] = {
+    "facecut": "bidsapp.defacers.facecut:FaceCut",  # bidsapp's own default for sharing
     "quickshear": "bidsapp.defacers.quickshear:QuickShear",
     "deepdefacer": "bidsapp.defacers.deepdefacer:DeepDefacer",
     "facemask": "bidsapp.defacers.facemask:FaceMask",
@@ -55,6 +56,10 @@ def availability(name: str) -> Availability:
         return get_defacer(name).availability()
     except Exception as exc:  # an availability check must never crash the CLI
         return Availability(False, f"availability check failed: {exc}")
+
+
+#: The defacer bidsapp recommends for a shareable copy when the user names none.
+DEFAULT_DEFACER = "facecut"
 
 
 def available_defacers() -> list[str]:

@@ -107,10 +107,14 @@ def python_module_version(module: str) -> Availability:
     if find_spec(module) is None:
         return Availability(False, f"Python package '{module}' is not installed "
                                    f"(pip install {module})")
-    try:
-        return Availability(True, version=version(module))
-    except PackageNotFoundError:
-        return Availability(True, version="unknown")
+    from importlib.metadata import packages_distributions
+
+    for name in [module, *packages_distributions().get(module, [])]:
+        try:
+            return Availability(True, version=version(name))
+        except PackageNotFoundError:
+            continue
+    return Availability(True, version="unknown")
 
 
 def find_executables(*names: str) -> tuple[dict[str, str], list[str]]:
