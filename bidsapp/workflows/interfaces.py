@@ -10,15 +10,17 @@ from nipype.interfaces.base import (
 )
 
 
-def _run_step(args: list[str], cwd: Path, threads: int) -> None:
-    """Run ``python -m bidsapp.anatomy ARGS`` in a fresh process; raise with its log on failure."""
+def _run_step(args: list[str], cwd: Path, threads: int,
+              module: str = "bidsapp.anatomy") -> None:
+    """Run ``python -m MODULE ARGS`` in a fresh process; raise with its log on failure."""
     from bidsapp.child import run_child
 
-    log = cwd / f"{args[0]}.log"
-    result = run_child(["bidsapp.anatomy", *args], log=log, cwd=cwd, threads=threads)
+    name = args[0] if module == "bidsapp.anatomy" else module.rsplit(".", 1)[-1]
+    log = cwd / f"{name}.log"
+    result = run_child([module, *args], log=log, cwd=cwd, threads=threads)
     if result.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"{args[0]} failed (exit {result.returncode}): " + " | ".join(tail))
+        raise RuntimeError(f"{name} failed (exit {result.returncode}): " + " | ".join(tail))
 
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
@@ -152,7 +154,6 @@ class Measure(SimpleInterface):
     output_spec = _MeasureOutputSpec
 
     def _run_interface(self, runtime):
-        from bidsapp.child import run_child
         from bidsapp.io import atomic_write_json
 
         cwd = Path(runtime.cwd)
@@ -164,12 +165,8 @@ class Measure(SimpleInterface):
                 "results": results, "threads": self.inputs.threads, "seed": self.inputs.seed,
                 "out": str(out)}
         atomic_write_json(cwd / "measure_spec.json", spec)
-        log = cwd / "measure.log"
-        usage = run_child(["bidsapp.metrics.measure", str(cwd / "measure_spec.json")], log=log,
-                          cwd=cwd, threads=self.inputs.threads)
-        if usage.returncode != 0:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise RuntimeError(f"metrics failed (exit {usage.returncode}): " + " | ".join(tail))
+        _run_step([str(cwd / "measure_spec.json")], cwd, self.inputs.threads,
+                  module="bidsapp.metrics.measure")
         self._results["metrics_file"] = str(out)
         return runtime
 
