@@ -429,6 +429,14 @@ def test_defaced_with_recomputed_masks(prepared):
     assert all(math.isfinite(v) for v in recomputed["iqms"].values())
     assert abs(recomputed["delta"]["icvs_wm"]) < 0.05  # same brain, re-segmented
     assert isinstance(result, ImageIQMs)
+    # brain mask and tissues computed elsewhere on the defaced image (stored radiologically)
+    flipped = defaced.as_reoriented([[0, -1], [1, 1], [2, 1]])
+    mask = brain_mask_of(flipped, "ixi012 defaced flipped")
+    reused = iqms_for_defaced(
+        image, flipped, result, defaced_brain_mask=mask,
+        defaced_tissues=segment_tissues(flipped, mask), modes=("recomputed_masks",),
+    )["recomputed_masks"]["iqms"]  # fmt: skip
+    assert reused == pytest.approx(recomputed["iqms"], rel=1e-6)
 
 
 def test_defacing_iqms_is_json_ready(prepared):

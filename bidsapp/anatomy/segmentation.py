@@ -16,8 +16,9 @@ Steps, following MRIQC's anatomical workflow where it matters for its IQMs:
    instead. Classes are ordered by mean intensity, dark to bright: CSF, GM, WM (T1w contrast);
    :func:`match_to_template` renames them for other contrasts once a template is registered.
 
-Determinism: ITK runs with ``threads`` threads (set before ITK is first loaded in the process),
-Atropos with a fixed seed (``-r 0``), and everything else is plain numpy.
+Determinism: the work is done in RAS voxel order whatever the storage order; ITK runs with
+``threads`` threads (set before ITK is first loaded in the process), Atropos with a fixed seed
+(``-r 0``), and everything else is plain numpy.
 """
 
 from __future__ import annotations
@@ -221,8 +222,22 @@ def segment_tissues(
         raise ValueError(f"brain mask {brain_mask.shape} does not match image {image.shape}")
     if brain_mask.sum() < 100:
         raise ValueError("brain mask has fewer than 100 voxels")
-    zooms = [float(z) for z in image.header.get_zooms()[:3]]
-    data = image_data(image)
+    # work in RAS voxel order, so the result does not depend on how the voxels are stored
+    ornt = nib.io_orientation(image.affine)
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
+
+    def ras(array):
+        return np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
+
+    def native(array):
+        return np.ascontiguousarray(nib.orientations.apply_orientation(array, back))
+
+    native_zooms = [float(z) for z in image.header.get_zooms()[:3]]
+    zooms = [0.0, 0.0, 0.0]
+    for axis, (world, _) in enumerate(ornt):
+        zooms[int(world)] = native_zooms[axis]
+    data = ras(image_data(image))
+    brain_mask = ras(brain_mask)
     clipped = clip_intensities(data, *clip_range(data))
     bias = n4_bias_field(clipped, brain_mask, zooms)
     corrected = clipped / bias
@@ -235,10 +250,13 @@ def segment_tissues(
     for k, name in enumerate(TISSUES):
         full = np.zeros(data.shape, dtype=np.float32)
         full[brain_mask] = posts[k]
-        probs[name] = full
+        probs[name] = native(full)
     labels = np.zeros(data.shape, dtype=np.uint8)
     labels[brain_mask] = (np.argmax(posts, axis=0) + 1).astype(np.uint8)
-    return Tissues(corrected=corrected.astype(np.float32), bias=bias, probs=probs, labels=labels)
+    return Tissues(
+        corrected=native(corrected.astype(np.float32)), bias=native(bias), probs=probs,
+        labels=native(labels),
+    )  # fmt: skip
 
 
 def match_to_template(tissues: Tissues, template: dict[str, np.ndarray]) -> Tissues:

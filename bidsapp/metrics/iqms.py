@@ -510,6 +510,7 @@ def iqms_for_defaced(
     reference: ImageIQMs,
     *,
     defaced_brain_mask: np.ndarray | None = None,
+    defaced_tissues: Tissues | None = None,
     modes: tuple[str, ...] = ("original_masks", "recomputed_masks"),
     threads: int = 1,
     seed: int = 42,
@@ -518,12 +519,30 @@ def iqms_for_defaced(
 
     ``original_masks``: the original's masks, tissues and bias field; the defaced voxels are
     clipped with the original's bounds and divided by its field, so every change comes from
-    what defacing did to the voxels. ``recomputed_masks``: brain mask (deepbet unless
-    ``defaced_brain_mask`` is given), N4, segmentation and masks recomputed on the defaced image,
-    as MRIQC would. Returns ``{mode: {"iqms": {...}, "delta": {...}}}`` (delta = defaced -
-    original).
+    what defacing did to the voxels. ``recomputed_masks``: brain mask, N4, segmentation and
+    masks recomputed on the defaced image, as MRIQC would; ``defaced_brain_mask`` (deepbet) and
+    ``defaced_tissues`` (:func:`segment_tissues`), when another metric already computed them on
+    the defaced image (its own voxel order), are reused. Returns ``{mode: {"iqms": {...},
+    "delta": {...}}}`` (delta = defaced - original).
     """
-    defaced = on_grid_of(defaced, original)
+    moved = on_grid_of(defaced, original)
+    if moved is not defaced:  # arrays computed on the defaced image follow it
+        transform = nib.orientations.ornt_transform(
+            nib.io_orientation(defaced.affine), nib.io_orientation(original.affine)
+        )
+
+        def follow(array):
+            return nib.orientations.apply_orientation(array, transform)
+
+        if defaced_brain_mask is not None:
+            defaced_brain_mask = follow(defaced_brain_mask).astype(bool)
+        if defaced_tissues is not None:
+            defaced_tissues = Tissues(
+                corrected=follow(defaced_tissues.corrected), bias=follow(defaced_tissues.bias),
+                probs={k: follow(v) for k, v in defaced_tissues.probs.items()},
+                labels=follow(defaced_tissues.labels),
+            )  # fmt: skip
+    defaced = moved
     data = image_data(defaced)
     zooms = defaced.header.get_zooms()[:3]
     out = {}
@@ -542,7 +561,7 @@ def iqms_for_defaced(
             from bidsapp.anatomy.brainmask import deepbet_brain_mask
 
             mask = deepbet_brain_mask(defaced, threads=threads)
-        result = image_iqms(defaced, mask, threads=threads, seed=seed)
+        result = image_iqms(defaced, mask, tissues=defaced_tissues, threads=threads, seed=seed)
         out["recomputed_masks"] = {
             "iqms": result.iqms, "delta": iqm_differences(result.iqms, reference.iqms),
             "masks": result.masks.info,
@@ -573,6 +592,7 @@ def defacing_iqms(
     tissues: Tissues | None = None,
     reference: ImageIQMs | None = None,
     defaced_brain_masks: dict[str, np.ndarray] | None = None,
+    defaced_tissues: dict[str, Tissues] | None = None,
     modes: tuple[str, ...] = ("original_masks", "recomputed_masks"),
     threads: int = 1,
     seed: int = 42,
@@ -580,7 +600,9 @@ def defacing_iqms(
     """JSON-ready IQMs of an original and of each defacer's output, in both modes.
 
     ``tissues`` (from :func:`segment_tissues`, shared with the defacing metrics) or a whole
-    ``reference`` (from :func:`image_iqms`) is reused when given. Returns ``{"original": {...},
+    ``reference`` (from :func:`image_iqms`) is reused when given, and so are brain masks and
+    tissues already computed on the defaced images (``defaced_brain_masks``,
+    ``defaced_tissues``: defacer -> array / ``Tissues``). Returns ``{"original": {...},
     "original_masks": {...}, "defacers": {name: {mode: {"iqms", "delta"}}}, "settings": {...}}``;
     NaN becomes ``null``.
     """
@@ -589,6 +611,7 @@ def defacing_iqms(
     if reference is None:
         reference = image_iqms(original, brain_mask, tissues=tissues, threads=threads, seed=seed)
     masks = defaced_brain_masks or {}
+    tissues_of = defaced_tissues or {}
     out = {
         "original": reference.iqms,
         "original_masks": reference.masks.info,
@@ -598,6 +621,7 @@ def defacing_iqms(
                 image,
                 reference,
                 defaced_brain_mask=masks.get(name),
+                defaced_tissues=tissues_of.get(name),
                 modes=modes,
                 threads=threads,
                 seed=seed,
