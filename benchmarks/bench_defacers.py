@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                          record["status"]))
             print(f"{label:<28} {name:<20} {record['wall_time_s']:7.1f} s "
                   f"{record['peak_rss_mb']:7.0f} MB {record['status']}", file=sys.stderr)
-    print(f"\n| image | shape | step | wall time (s) | peak RSS (MB) | status |")
+    print("\n| image | shape | step | wall time (s) | peak RSS (MB) | status |")
     print("|---|---|---|---:|---:|---|")
     for label, shape, name, wall, rss, status in rows:
         print(f"| {label} | {shape} | {name} | {wall:.1f} | {rss:.0f} | {status} |")

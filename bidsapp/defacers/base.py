@@ -117,6 +117,21 @@ def python_module_version(module: str) -> Availability:
     return Availability(True, version="unknown")
 
 
+def template_defacer_availability(*template_files: str) -> Availability:
+    """Availability of a defacer built on antspyx and data files of the pydeface wheel."""
+    from bidsapp.anatomy.templates import pydeface_file
+
+    status = python_module_version("ants")
+    if not status.available:
+        return status
+    try:
+        for name in template_files:
+            pydeface_file(name)
+    except FileNotFoundError as exc:
+        return Availability(False, str(exc))
+    return status
+
+
 def find_executables(*names: str) -> tuple[dict[str, str], list[str]]:
     """Locate executables on PATH; returns (found name -> path, missing names)."""
     found, missing = {}, []

@@ -30,7 +30,7 @@ from bidsapp.defacers.base import (
     DefaceOutput,
     Defacer,
     DefaceRequest,
-    python_module_version,
+    template_defacer_availability,
 )
 
 #: No voxel closer than this (mm, Euclidean, voxel centres) to the deepbet brain mask is altered.
@@ -192,15 +192,9 @@ class FaceCut(Defacer):
     guard_by_default = True
 
     def availability(self) -> Availability:
-        status = python_module_version("ants")
+        status = template_defacer_availability("mean_reg2mean.nii.gz")
         if not status.available:
             return status
-        try:
-            from bidsapp.anatomy.templates import pydeface_file
-
-            pydeface_file("mean_reg2mean.nii.gz")
-        except FileNotFoundError as exc:
-            return Availability(False, str(exc))
         from bidsapp import __version__
 
         return Availability(True, version=f"bidsapp {__version__}")

@@ -17,7 +17,7 @@ from bidsapp.defacers.base import (
     DefaceOutput,
     Defacer,
     DefaceRequest,
-    python_module_version,
+    template_defacer_availability,
     remove_voxels,
 )
 
@@ -39,17 +39,7 @@ class FaceMask(Defacer):
     guard_by_default = True
 
     def availability(self) -> Availability:
-        status = python_module_version("ants")
-        if not status.available:
-            return status
-        try:
-            from bidsapp.anatomy.templates import pydeface_file
-
-            pydeface_file("mean_reg2mean.nii.gz")
-            pydeface_file("facemask.nii.gz")
-        except FileNotFoundError as exc:
-            return Availability(False, str(exc))
-        return status
+        return template_defacer_availability("mean_reg2mean.nii.gz", "facemask.nii.gz")
 
     def deface(self, request: DefaceRequest) -> DefaceOutput:
         import nibabel as nib
