@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +16,9 @@ ANAT_SUFFIXES = (
     "T1map", "T2map", "T2starmap", "R1map", "R2map", "R2starmap", "PDmap", "MTRmap", "MTsat",
     "UNIT1", "MP2RAGE", "MEGRE", "MESE", "VFA", "IRT1", "MPM", "MTS", "MTR",
 )
+#: Largest intensity magnitude accepted: 32-bit processing squares intensities (variances,
+#: sums of squares), which overflows past about 1.8e19.
+MAX_INTENSITY = 1e18
 #: Entities that make an anatomical image's name unique, in BIDS order.
 ENTITY_ORDER = (("subject", "sub"), ("session", "ses"), ("acquisition", "acq"),
                 ("ceagent", "ce"), ("reconstruction", "rec"), ("run", "run"),
@@ -46,20 +50,6 @@ class AnatImage:
         return dict(self.entities).get(name)
 
 
-@dataclass
-class InputProblem:
-    """An image that cannot be defaced, with a one-line reason that names the fix."""
-
-    image: AnatImage
-    message: str
-
-
-@dataclass
-class Discovery:
-    images: list[AnatImage] = field(default_factory=list)
-    problems: list[InputProblem] = field(default_factory=list)
-
-
 def load_layout(bids_dir: Path):
     """A read-only pybids layout (no validation, no database written anywhere)."""
     os.environ.setdefault("NIPYPE_NO_ET", "1")
@@ -89,13 +79,14 @@ def check_image(path: Path) -> str | None:
 
     Reads every voxel, so truncated or corrupt files are caught here rather than mid-run.
     """
-    name = path.name
     if path.is_symlink() and not path.exists():
         return (f"{path}: broken symbolic link (an unfetched DataLad/git-annex file?); "
                 "fetch it with `datalad get` first")
     try:
         if path.stat().st_size == 0:
             return f"{path}: empty file (0 bytes); replace it with the real image"
+        with open(path, "rb"):  # nibabel would hide a permission problem behind its own error
+            pass
         image = nib.load(str(path))
     except PermissionError:
         return f"{path}: not readable (permission denied); give the user read access"
@@ -116,9 +107,32 @@ def check_image(path: Path) -> str | None:
         return f"{path}: contains NaN or Inf voxels; replace them (e.g. with 0) before defacing"
     if not data.any():
         return f"{path}: every voxel is zero; there is no head to deface"
+    largest = float(np.abs(data).max())
+    if largest > MAX_INTENSITY:
+        return (f"{path}: intensities reach {largest:.1e}, beyond the {MAX_INTENSITY:.0e} that "
+                "32-bit brain extraction and registration can handle; rescale the image")
     if not np.isfinite(image.affine).all() or abs(np.linalg.det(image.affine[:3, :3])) < 1e-9:
         return f"{path}: invalid affine in the header; fix the sform/qform"
-    del name
+    return None
+
+
+def check_dataset(bids_dir: Path) -> str | None:
+    """Why ``bids_dir`` is not a valid BIDS dataset at its root, or None.
+
+    A problem here does not stop the run (every image is still defaced) but makes it exit 1.
+    """
+    path = Path(bids_dir) / "dataset_description.json"
+    if not path.is_file():
+        return (f"{path}: missing; every BIDS dataset needs one (with Name and BIDSVersion), "
+                "add it so that the outputs can cite their source")
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{path}: not valid JSON ({_short(exc)}); fix or regenerate it"
+    missing = [key for key in ("Name", "BIDSVersion")
+               if not isinstance(description, dict) or key not in description]
+    if missing:
+        return f"{path}: required field(s) {', '.join(missing)} missing; add them"
     return None
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,31 @@ def _commit(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary sibling of ``path`` to write; rename it over ``path`` on success.
+
+    On failure (a full disk, an interruption) the temporary file is removed and ``path`` keeps
+    its previous content; the error names ``path``, not the temporary file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
     try:
-        tmp.write_bytes(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_sibling(path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    try:
+        yield tmp
         _commit(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -60,14 +77,8 @@ def _finite(value: Any) -> Any:
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(dst)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        _commit(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -110,14 +121,8 @@ def save_like(reference: nib.Nifti1Image, data: np.ndarray, path: Path,
         matrix, code = getter(coded=True)
         if matrix is not None:
             getattr(image.header, f"set_{key}")(matrix, int(code))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         image.to_filename(str(tmp))
-        _commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return nib.load(str(path))
 
 

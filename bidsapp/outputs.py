@@ -61,6 +61,21 @@ def write_dataset_description(output_dir: Path, source_dir: Path | None = None) 
     return path
 
 
+def remove_partial_files(output_dir: Path, subject: str) -> int:
+    """Delete the temporary files a killed run of ``subject`` left behind; return how many.
+
+    Every output is written to a hidden ``.<name>.<random>.part<ext>`` sibling and renamed
+    when complete, so these are never results. Only the participant's own folders are swept:
+    a concurrent run on another participant keeps its files in progress.
+    """
+    folders = [output_dir / f"sub-{subject}", participant_log_dir(output_dir, subject)]
+    partial = [path for folder in folders for path in folder.rglob(".*.part*")]
+    partial += list(output_dir.glob(f".sub-{subject}.html.*.part*"))
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return len(partial)
+
+
 def output_path(output_dir: Path, image: AnatImage, *, desc: str, suffix: str | None = None,
                 mod: bool = False, ext: str = ".nii.gz") -> Path:
     stem = derivative_stem(image, desc=desc, mod=mod, suffix=suffix)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
-import os
+import json
+import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -11,7 +12,11 @@ import numpy as np
 import pytest
 
 from bidsapp.bids import (
-    AnatImage, check_image, derivative_stem, find_anatomical_images, image_folder, load_layout,
+    AnatImage, check_dataset, check_image, derivative_stem, find_anatomical_images, image_folder,
+    load_layout,
+)
+from edgecases import (
+    ACCEPTED, REJECTED, explain, require_privileges, run, with_permission_checks, write_case,
 )
 
 
@@ -88,50 +93,43 @@ def test_real_images_pass(ds_faces):
         assert check_image(path) is None, path
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("truncated", "truncated or corrupt"),
-    ("not_gzip", "cannot be read"),
-    ("zero_bytes", "empty file"),
-    ("four_d", "4D"),
-    ("two_d", "2D"),
-    ("nan", "NaN or Inf"),
-    ("all_zero", "every voxel is zero"),
-    ("broken_link", "broken symbolic link"),
-])
-def test_bad_images_give_one_line_naming_the_file(tmp_path, good, case, expected):
-    path = tmp_path / f"{case}.nii.gz"
-    if case == "truncated":
-        content = good.read_bytes()
-        path.write_bytes(content[: len(content) // 2])
-    elif case == "not_gzip":
-        path.write_bytes(b"this is not a NIfTI file at all" * 20)
-    elif case == "zero_bytes":
-        path.write_bytes(b"")
-    elif case == "four_d":
-        _save(path, np.ones((8, 8, 8, 3), np.int16))
-    elif case == "two_d":
-        _save(path, np.ones((8, 8, 1), np.int16))
-    elif case == "nan":
-        data = np.ones((8, 8, 8), np.float32)
-        data[1, 1, 1] = np.nan
-        _save(path, data)
-    elif case == "all_zero":
-        _save(path, np.zeros((8, 8, 8), np.int16))
-    elif case == "broken_link":
-        os.symlink(tmp_path / "annex" / "objects" / "missing", path)
+@pytest.fixture(scope="module")
+def head(ds_faces):
+    return ds_faces / "sub-xa30" / "anat" / "sub-xa30_run-1_T1w.nii.gz"
+
+
+@pytest.mark.parametrize("case", sorted(REJECTED))
+def test_bad_images_give_one_line_naming_the_file(tmp_path, head, case):
+    path = write_case(case, tmp_path / "anat" / f"sub-{case}_T1w.nii.gz", head)
     message = check_image(path)
-    assert message is not None and expected in message
-    assert str(path) in message and "\n" not in message
+    assert message is not None and REJECTED[case] in message
+    assert message.startswith(str(path)) and "\n" not in message
 
 
-def test_unreadable_file(tmp_path, good):
-    if os.geteuid() == 0:
-        pytest.skip("root can read any file")
-    good.chmod(0)
-    assert "permission" in check_image(good)
+@pytest.mark.parametrize("case", ACCEPTED)
+def test_unusual_but_valid_images_pass(tmp_path, head, case):
+    assert check_image(write_case(case, tmp_path / f"{case}.nii.gz", head)) is None
 
 
-def test_gzip_that_is_not_nifti(tmp_path):
-    path = tmp_path / "junk.nii.gz"
-    path.write_bytes(gzip.compress(b"\x00" * 1000))
-    assert "cannot be read" in check_image(path)
+def test_dataset_description_checked(tmp_path):
+    path = tmp_path / "dataset_description.json"
+    assert "missing" in check_dataset(tmp_path) and str(path) in check_dataset(tmp_path)
+    path.write_text("{not json")
+    assert "not valid JSON" in check_dataset(tmp_path)
+    path.write_text(json.dumps({"Name": "x"}))
+    assert "BIDSVersion" in check_dataset(tmp_path)
+    path.write_text(json.dumps({"Name": "x", "BIDSVersion": "1.9.0"}))
+    assert check_dataset(tmp_path) is None
+
+
+def test_unreadable_file(tmp_path, head):
+    """A file the user may not read (checked without root's permission-bypassing capabilities)."""
+    require_privileges()
+    path = tmp_path / "sub-x_T1w.nii.gz"
+    shutil.copyfile(head, path)
+    path.chmod(0)
+    code = f"from pathlib import Path; from bidsapp.bids import check_image; " \
+           f"print(check_image(Path({str(path)!r})))"
+    proc, _ = run(with_permission_checks([sys.executable, "-c", code]))
+    assert proc.returncode == 0, explain(proc)
+    assert proc.stdout.strip().startswith(f"{path}: not readable (permission denied)")

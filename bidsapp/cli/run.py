@@ -19,6 +19,10 @@ class UsageError(Exception):
     """A problem with what the user asked for, reported in one line with exit code 2."""
 
 
+class RunError(Exception):
+    """The run cannot go on (e.g. the output folder cannot be written): one line, exit code 1."""
+
+
 def main(argv: list[str] | None = None) -> int:
     from bidsapp.cli.parser import parse_args
 
@@ -31,15 +35,45 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bidsapp: error: {exc}", file=sys.stderr)
         return 2
+    except RunError as exc:
+        print(f"bidsapp: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the disk filled up while writing outside a workflow step
+        if settings.verbosity >= 2:
+            raise
+        print(f"bidsapp: error: {_os_error(exc)}; rerun the same command to resume once it is "
+              "fixed", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bidsapp: interrupted; rerun the same command with the same work dir to resume",
               file=sys.stderr)
         return 130
 
 
+def _os_error(exc: OSError) -> str:
+    """``[Errno 28] No space left on device: 'x'`` as ``x: No space left on device``."""
+    where = exc.filename or "a file"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail early, in one line, when ``folder`` cannot be created or written to."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bidsapp-write-test-"):
+            pass
+    except OSError as exc:
+        raise RunError(f"{what} {folder} cannot be written ({exc.strerror or exc}); choose a "
+                       "writable folder or fix its permissions") from exc
+
+
 def run_group_level(settings) -> int:
     """Compare the defacers across participants; then export a shareable copy if asked."""
     from bidsapp.group import run_group
+
+    check_writable(settings.output_dir, "output_dir")
 
     code = run_group(settings)
     if settings.export_dir is not None:
@@ -112,7 +146,7 @@ def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
 
 def run_participant(settings) -> int:
     from bidsapp import outputs
-    from bidsapp.bids import check_image, find_anatomical_images, load_layout
+    from bidsapp.bids import check_dataset, check_image, find_anatomical_images, load_layout
     from bidsapp.workflows.participant import plan_images
 
     start = time.time()
@@ -127,8 +161,18 @@ def run_participant(settings) -> int:
                                     suffixes=settings.modalities)
     if not images:
         raise UsageError(_no_image_message(settings))
+    check_writable(settings.output_dir, "output_dir")
+    check_writable(settings.work_dir, "work dir")
     outputs.write_dataset_description(settings.output_dir, settings.bids_dir)
+    for subject in sorted({image.subject for image in images}):
+        if outputs.remove_partial_files(settings.output_dir, subject):
+            LOGGER.info("removed the partial files an interrupted run of sub-%s left", subject)
 
+    failures = []
+    dataset_problem = check_dataset(settings.bids_dir)
+    if dataset_problem:  # reported and counted, but every image is still defaced
+        LOGGER.error("input problem: %s", dataset_problem)
+        failures.append(("dataset", "dataset", dataset_problem, None))
     problems, valid = {}, []
     for image in images:
         problem = check_image(image.path)
@@ -143,8 +187,8 @@ def run_participant(settings) -> int:
                 _version(), len(images), len({i.subject for i in images}),
                 ", ".join(settings.defacers))
     records = {image.key: _input_record(image) for image in valid}
-    failures = [(image.key, "input", problems[image.key], None)
-                for image in images if image.key in problems]
+    failures += [(image.key, "input", problems[image.key], None)
+                 for image in images if image.key in problems]
     if valid:
         failures += _run_workflow(settings, valid, records)
     failures += _write_reports(settings, sorted({image.subject for image in images}))
@@ -227,7 +271,7 @@ def _run_workflow(settings, images, records) -> list[tuple]:
         sub_wf.config["execution"] = {"crashdump_dir": str(crash_dir)}
         top.add_nodes([sub_wf])
     os.environ["BIDSAPP_WORKER_LOG"] = str(log_dir / "workers.log")
-    progress = Progress(top)
+    progress = Progress(top, log_dir)
     plugin_args = {"n_procs": settings.nprocs, "status_callback": progress,
                    "raise_insufficient": False, "mp_context": "spawn"}
     if settings.mem_gb:
@@ -242,8 +286,9 @@ def _run_workflow(settings, images, records) -> list[tuple]:
 class Progress:
     """nipype status callback: what is running, done and failed, with the elapsed time."""
 
-    def __init__(self, workflow):
+    def __init__(self, workflow, log_dir: Path):
         self.start = time.time()
+        self.log_dir = log_dir
         graph = workflow._create_flat_graph()
         self.total = sum(1 for node in graph.nodes() if hasattr(node, "bidsapp_label"))
         self.done = self.failed = 0
@@ -257,8 +302,7 @@ class Progress:
     def __call__(self, node, status: str) -> None:
         if not hasattr(node, "bidsapp_label"):  # sinks and list merges: report crashes only
             if status == "exception":
-                self.failures.append((node.name, "crash", "the step crashed",
-                                      str(Path(node.output_dir()))))
+                self._crashed(node)
             return
         label = self._label(node)
         if status == "start":
@@ -268,9 +312,8 @@ class Progress:
         self.running.discard(label)
         if status == "exception":
             self.failed += 1
-            self.failures.append((node.name, "crash", "the step crashed",
-                                  str(Path(node.output_dir()))))
-            LOGGER.error("[%s] FAILED %s (crash file in the logs folder)", self._clock(), label)
+            reason = self._crashed(node)
+            LOGGER.error("[%s] FAILED %s: %s", self._clock(), label, reason)
         else:
             self.done += 1
             record = self._record(node)
@@ -285,6 +328,11 @@ class Progress:
                 LOGGER.info("[%s] done %s%s", self._clock(), label, extra)
         LOGGER.info("[%s] %d/%d done, %d failed, %d running", self._clock(), self.done,
                     self.total, self.failed, len(self.running))
+
+    def _crashed(self, node) -> str:
+        # nipype writes the crash file after this callback: the summary reads the reason
+        self.failures.append((node.name, "crash", None, str(Path(node.output_dir()))))
+        return "see the summary at the end"
 
     @staticmethod
     def _record(node) -> dict | None:
@@ -301,11 +349,30 @@ class Progress:
         return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def crash_reason(log_dir: Path, node_name: str) -> str:
+    """The last line of the newest nipype crash file of ``node_name``: the error itself."""
+    crash_files = sorted(log_dir.glob(f"**/crash-*-{node_name}-*.txt"),
+                         key=lambda path: path.stat().st_mtime)
+    if not crash_files:
+        return "the step crashed"
+    try:
+        lines = [line.strip() for line in crash_files[-1].read_text(errors="replace").splitlines()]
+    except OSError:
+        return "the step crashed"
+    errors = [line for line in lines if line and not line.startswith(("File ", "^", "~"))]
+    return f"the step crashed: {errors[-1][:300]}" if errors else "the step crashed"
+
+
 def _summarise(settings, images, plans, failures, elapsed: float) -> int:
     """Read back what was written, print the closing summary; 0 only if everything succeeded."""
     from bidsapp.outputs import output_path
 
-    problems = []
+    log_dir = settings.output_dir / "logs"
+    crashes = {name: crash_reason(log_dir, name) for name, kind, _, _ in failures
+               if kind == "crash"}
+    explained: set[str] = set()
+    problems = [f"{name}: {message}" for name, kind, message, _ in failures
+                if kind in ("dataset", "report")]
     for image in images:
         if any(f[0] == image.key and f[1] == "input" for f in failures):
             problems.append(f"{image.key}: {next(f[2] for f in failures if f[0] == image.key)}")
@@ -315,19 +382,19 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
             try:
                 record = json.loads(sidecar.read_text())
             except (OSError, ValueError):
-                problems.append(f"{image.key} / {name}: no result was written ({sidecar.name} "
-                                "missing); see the crash files in "
-                                f"{settings.output_dir / 'logs'}")
+                causes = _crashes_of(crashes, image.key, name)
+                explained.update(causes)
+                reason = "; ".join(dict.fromkeys(crashes[c] for c in causes)) or (
+                    f"no result was written ({sidecar.name} missing)")
+                problems.append(f"{image.key} / {name}: {reason} (logs: {log_dir})")
                 continue
             if record.get("status") != "ok":
                 problems.append(f"{image.key} / {name}: {record.get('error')} "
                                 f"(log: {settings.output_dir / record.get('log', 'logs')})")
-    for name, kind, message, where in failures:
-        if kind == "report":
-            problems.append(f"{name}: {message}")
-        if kind == "crash":
-            problems.append(f"{name}: {message} (crash file under "
-                            f"{settings.output_dir / 'logs'}; node folder {where})")
+    for name, kind, _, where in failures:
+        if kind == "crash" and name not in explained:
+            problems.append(f"{name}: {crashes[name]} (crash file under {log_dir}; "
+                            f"node folder {where})")
     runs = sum(1 for i in images if i.key in plans) * len(settings.defacers)
     LOGGER.info("")
     LOGGER.info("bidsapp finished in %.0f s: %d image(s), %d defacer run(s), %d problem(s).",
@@ -339,6 +406,15 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
             print(f"  - {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _crashes_of(crashes: dict[str, str], image_key: str, defacer: str) -> list[str]:
+    """Crashed nodes behind a missing result: the image's own steps or this defacer's."""
+    from bidsapp.workflows.participant import node_name
+
+    image_part = node_name("", image_key)
+    return [name for name in crashes if name.endswith(image_part)
+            and (f"_{defacer}_" in name or name.startswith(("brainmask_", "coreg_")))]
 
 
 if __name__ == "__main__":  # pragma: no cover

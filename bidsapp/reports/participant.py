@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from bidsapp import group
+from bidsapp.io import atomic_path
 from bidsapp.reports import asset, bidsapp_version, data_uri, format_number, render_template
 
 LOGGER = logging.getLogger("bidsapp")
@@ -99,7 +100,8 @@ class _Figures:
         """Data URI of ``target``, building it first when missing or stale; None on failure."""
         try:
             if _stale(target, sources):
-                build(target)
+                with atomic_path(target) as partial:  # a killed run leaves no broken figure
+                    build(partial)
             return data_uri(target)
         except Exception as exc:  # a figure must never break the report
             LOGGER.warning("report figure %s failed: %s", target.name, exc)

@@ -20,6 +20,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bidsapp.io import atomic_write_bytes
+
 #: Render views: name -> azimuth of the camera (degrees, from the front towards the subject's
 #: right).
 VIEWS = {"front": 0.0, "oblique": 45.0, "side": 90.0}
@@ -339,5 +341,5 @@ def plot_distributions(table, metrics: dict[str, str], out_file=None, *, by: str
     fig.savefig(buffer, format=fmt, dpi=dpi)
     payload = buffer.getvalue()
     if out_file is not None:
-        Path(out_file).write_bytes(payload)
+        atomic_write_bytes(Path(out_file), payload)
     return payload

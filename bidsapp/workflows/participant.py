@@ -32,7 +32,7 @@ def image_from_json(text: str) -> AnatImage:
                      data["suffix"])
 
 
-def _node_name(prefix: str, *parts: str) -> str:
+def node_name(prefix: str, *parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", "_".join((prefix, *parts)))
 
 
@@ -70,7 +70,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
     """
     from bidsapp.defacers import get_defacer
 
-    workflow = pe.Workflow(name=name or _node_name("sub", subject, "wf"))
+    workflow = pe.Workflow(name=name or node_name("sub", subject, "wf"))
     common = {"output_dir": str(settings.output_dir), "bids_dir": str(settings.bids_dir)}
     threads = settings.omp_nthreads
     options = {"ears": settings.ears, "reface": settings.reface}
@@ -80,19 +80,19 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
     for plan in sorted(plans, key=lambda p: p.reference is not None):
         image, key = plan.image, plan.image.key
         sink_original = pe.Node(DerivativesSink(image=image_to_json(image), **common),
-                                name=_node_name("ds_original", key), overwrite=True)
+                                name=node_name("ds_original", key), overwrite=True)
         sink_original.inputs.record = {**input_records.get(key, {}), "mode": plan.mode,
                                        "reference_t1w": plan.reference.key if plan.reference else None}
         if plan.reference is None:
             mask_node = pe.Node(BrainMask(in_file=str(image.path), threads=threads),
-                                name=_node_name("brainmask", key), n_procs=threads, mem_gb=1.5)
+                                name=node_name("brainmask", key), n_procs=threads, mem_gb=1.5)
             mask_field = "out_mask"
             coreg = None
         else:
             ref_node, ref_field = masks[plan.reference.key]
             coreg = pe.Node(Coregister(target=str(image.path), t1w=str(plan.reference.path),
                                        seed=settings.seed, threads=threads),
-                            name=_node_name("coreg", key), n_procs=threads, mem_gb=1.0)
+                            name=node_name("coreg", key), n_procs=threads, mem_gb=1.0)
             workflow.connect(ref_node, ref_field, coreg, "t1w_brain_mask")
             mask_node, mask_field = coreg, "out_mask"
         mask_node.bidsapp_label = f"{'brain mask' if coreg is None else 'coregistration'} {key}"
@@ -102,10 +102,10 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         if not settings.skip_metrics and defacers:
             measure = pe.Node(Measure(in_file=str(image.path), defacers=list(defacers),
                                       seed=settings.seed, threads=threads),
-                              name=_node_name("measure", key), n_procs=threads, mem_gb=4.0)
+                              name=node_name("measure", key), n_procs=threads, mem_gb=4.0)
             measure.bidsapp_label = f"metrics {key}"
-            merge_records = pe.Node(niu.Merge(len(defacers)), name=_node_name("records", key))
-            merge_dirs = pe.Node(niu.Merge(len(defacers)), name=_node_name("results", key))
+            merge_records = pe.Node(niu.Merge(len(defacers)), name=node_name("records", key))
+            merge_dirs = pe.Node(niu.Merge(len(defacers)), name=node_name("results", key))
             workflow.connect([(mask_node, measure, [(mask_field, "brain_mask")]),
                               (merge_records, measure, [("out", "records")]),
                               (merge_dirs, measure, [("out", "result_dirs")]),
@@ -117,7 +117,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                        guard=settings.guard_for(defacer.guard_by_default),
                        guard_margin_mm=settings.guard_margin_mm, seed=settings.seed,
                        threads=threads, options=options),
-                name=_node_name("deface", name_, key), n_procs=threads,
+                name=node_name("deface", name_, key), n_procs=threads,
                 mem_gb=getattr(defacer, "mem_gb", 2.0))
             deface.bidsapp_label = f"{name_} on {key}"
             workflow.connect(mask_node, mask_field, deface, "brain_mask")
@@ -129,7 +129,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                                                     ("altered", "source_altered")])])
             deface_nodes[(name_, key)] = deface
             sink = pe.Node(DerivativesSink(image=image_to_json(image), defacer=name_, **common),
-                           name=_node_name("ds", name_, key), overwrite=True)
+                           name=node_name("ds", name_, key), overwrite=True)
             workflow.connect([(deface, sink, [("record", "record"),
                                               ("result_dir", "result_dir")])])
             if measure is not None:
