@@ -26,10 +26,12 @@ class ChildResult:
 
 
 def run_child(args: list[str], *, log: Path, cwd: Path, threads: int = 1,
-              timeout: float | None = None) -> ChildResult:
-    """Run ``python -m <args>``; output goes to ``log``; usage comes from ``os.wait4``.
+              timeout: float | None = None, module: bool = True) -> ChildResult:
+    """Run ``python -m <args>`` (``python <args>`` when not ``module``); output goes to ``log``;
+    usage comes from ``os.wait4``.
 
-    The peak RSS covers the child and any tool it ran and waited for.
+    The peak RSS is that of the largest process among the child and the tools it ran and
+    waited for (the kernel's ``ru_maxrss``), not their sum.
     """
     env = dict(os.environ)
     env.update({var: str(threads) for var in THREAD_VARIABLES})
@@ -37,7 +39,8 @@ def run_child(args: list[str], *, log: Path, cwd: Path, threads: int = 1,
     env["NIPYPE_NO_ET"] = "1"
     start = time.perf_counter()
     with open(log, "wb") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=handle,
+        proc = subprocess.Popen([sys.executable, *(["-m"] if module else []), *args],
+                                stdout=handle,
                                 stderr=subprocess.STDOUT, cwd=cwd, env=env)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

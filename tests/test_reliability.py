@@ -293,10 +293,11 @@ def test_sigkill_at_random_moments_then_rerun(head, tmp_path):
     assert clean.returncode == 0, explain(clean)
     expected = snapshot(tmp_path / "clean" / "out")
     rng = random.Random(20261126)
-    killed_while_running = 0
+    killed_while_running, moments = 0, []
     for trial in range(10):
         # one moment drawn at random in each tenth of a clean run, so all phases are hit
         moment = clean_seconds * (trial + rng.random()) / 10
+        moments.append(round(moment, 1))
         name = f"trial{trial}"
         with open(tmp_path / f"{name}.log", "w") as log:
             proc = subprocess.Popen(bidsapp_command(*args(name)), stdout=log,
@@ -314,6 +315,8 @@ def test_sigkill_at_random_moments_then_rerun(head, tmp_path):
             assert produced[relative] == value, f"trial {trial}: {relative} differs"
         assert not list((tmp_path / name / "out").rglob(".*.part*"))
         shutil.rmtree(tmp_path / name)
+    print(f"\nSIGKILL trials: clean run {clean_seconds:.1f} s, killed at {moments} s, "
+          f"{killed_while_running} while running")
     assert killed_while_running >= 8
 
 

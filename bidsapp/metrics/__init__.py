@@ -210,12 +210,13 @@ def _detection_keys(detections: dict[str, _render.Detection], painted_pct: float
 def defacing_metrics(reference: OriginalReference, defaced: nib.Nifti1Image,
                      altered_mask: np.ndarray | None = None, *, downstream: bool = True,
                      render: bool = True, timings: dict[str, float] | None = None,
-                     ) -> dict[str, Any]:
+                     computed: dict[str, Any] | None = None) -> dict[str, Any]:
     """All metrics of one defaced image against its original; same keys for every defacer.
 
     ``altered_mask`` (voxels the defacer changed, as the runner writes it) is recomputed from
     the values when not given. ``downstream=False`` or ``render=False`` leave those keys NaN
-    (None for booleans). ``timings`` receives the seconds spent per metric group.
+    (None for booleans). ``timings`` receives the seconds spent per metric group;
+    ``computed`` the defaced image's brain mask and tissues, when the downstream step made them.
     """
     data = _volume(defaced)
     if data.shape != reference.data.shape:
@@ -244,7 +245,7 @@ def defacing_metrics(reference: OriginalReference, defaced: nib.Nifti1Image,
         with _timed(timings, "downstream"):
             record.update(_downstream.downstream_metrics(
                 reference.brain_mask, reference.volumes, defaced, threads=reference.threads,
-                seed=reference.seed))
+                seed=reference.seed, computed=computed))
     else:
         record.update(_downstream.empty())
     return record

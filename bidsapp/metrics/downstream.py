@@ -82,10 +82,13 @@ def downstream_metrics(
     defaced: nib.Nifti1Image, *, threads: int = 1, seed: int = 42,
     brain_masker: Callable[..., np.ndarray] | None = None,
     segmenter: Callable[..., TissuesLike] | None = default_segmenter,
+    computed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Brain extraction and segmentation again on ``defaced``, compared with the original's.
 
     ``brain_masker`` defaults to deepbet; ``segmenter=None`` skips the tissue volumes (NaN).
+    ``computed``, when given, receives the ``brain_mask`` and ``tissues`` of ``defaced`` for
+    reuse (the IQMs recomputed on the defaced image need the same two).
     """
     if brain_masker is None:
         from bidsapp.anatomy.brainmask import deepbet_brain_mask as brain_masker
@@ -94,4 +97,6 @@ def downstream_metrics(
     tissues = None
     if segmenter is not None and np.count_nonzero(mask) >= 100:
         tissues = segmenter(defaced, mask, threads=threads, seed=seed)
+    if computed is not None:
+        computed.update(brain_mask=mask, tissues=tissues)
     return compare(original_mask, original_volumes, mask, volumes_ml(mask, tissues, zooms))

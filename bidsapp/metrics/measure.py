@@ -34,20 +34,25 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
     start = time.perf_counter()
     reference = OriginalReference.build(image, brain, threads=threads, seed=seed)
     out: dict[str, Any] = {"input": input_face_check(reference), "defacers": {}}
-    defaced_images, per_defacer = {}, {}
+    defaced_images, per_defacer, brains, tissues = {}, {}, {}, {}
     for name, folder in sorted(results.items()):
         timings: dict[str, float] = {}
+        computed: dict[str, Any] = {}  # deepbet and tissues of the defaced image, made once
         try:
             defaced = nib.load(str(Path(folder) / "defaced.nii.gz"))
             altered = np.asanyarray(nib.load(str(Path(folder) / "altered.nii.gz")).dataobj) > 0
-            metrics = defacing_metrics(reference, defaced, altered, timings=timings)
+            metrics = defacing_metrics(reference, defaced, altered, timings=timings,
+                                       computed=computed)
             defaced_images[name] = defaced
+            if computed.get("tissues") is not None:
+                brains[name], tissues[name] = computed["brain_mask"], computed["tissues"]
             per_defacer[name] = {"metrics": metrics, "timings_s": timings}
         except Exception as exc:  # one defacer's measurement must not hide the others
             per_defacer[name] = {"error": f"{type(exc).__name__}: {exc}",
                                  "traceback": traceback.format_exc()}
     iqm_start = time.perf_counter()
     iqms = defacing_iqms(image, brain, defaced_images, tissues=reference.tissues,
+                         defaced_brain_masks=brains, defaced_tissues=tissues,
                          threads=threads, seed=seed)
     iqm_seconds = time.perf_counter() - iqm_start
     for name, entry in per_defacer.items():
