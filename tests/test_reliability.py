@@ -320,6 +320,40 @@ def test_sigkill_at_random_moments_then_rerun(head, tmp_path):
     assert killed_while_running >= 8
 
 
+def test_a_killed_worker_fails_its_step_instead_of_hanging(head, tmp_path):
+    """The system kills one of nipype's worker processes mid-step: the run must end (exit 1,
+    the step named), not wait forever; a rerun completes."""
+    import psutil
+
+    bids = make_dataset(tmp_path / "bids", {"xa30": head})
+    args = (bids, tmp_path / "out", "participant", "-w", tmp_path / "work", "--defacers",
+            "quickshear", "--skip-metrics", "--nprocs", 1)
+    with open(tmp_path / "run.log", "w") as log:
+        proc = subprocess.Popen(bidsapp_command(*args), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        victim, deadline = None, time.time() + 300
+        while victim is None and time.time() < deadline and proc.poll() is None:
+            for child in psutil.Process(proc.pid).children():
+                try:
+                    steps = child.children()
+                    if "spawn_main" in " ".join(child.cmdline()) and any(
+                            "bidsapp.anatomy" in " ".join(s.cmdline()) for s in steps):
+                        victim = child
+                except psutil.NoSuchProcess:
+                    continue
+            time.sleep(0.2)
+        assert victim is not None, "no worker running the brain mask was seen"
+        victim.kill()
+        code = proc.wait(timeout=600)  # nipype's own MultiProc would wait here forever
+    output = (tmp_path / "run.log").read_text()
+    assert code == 1, output[-3000:]
+    assert "worker process running this step was killed" in output, output[-3000:]
+    rerun, _ = run_bidsapp(*args)
+    assert rerun.returncode == 0, explain(rerun)
+    record, _, mask = _results(tmp_path / "out", "xa30", "quickshear")
+    assert record["status"] == "ok" and mask.any()
+
+
 # --- two participant runs into one output folder at once -------------------------------------
 
 def test_two_participants_run_at_once_into_one_output_dir(ds_faces, tmp_path):

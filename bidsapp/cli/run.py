@@ -258,6 +258,7 @@ def _run_workflow(settings, images, records) -> list[tuple]:
 
     from bidsapp.outputs import participant_log_dir
     from bidsapp.workflows.participant import init_participant_wf
+    from bidsapp.workflows.plugin import ResilientMultiProcPlugin
 
     subjects = sorted({image.subject for image in images})
     log_dir = settings.output_dir / "logs"
@@ -277,7 +278,7 @@ def _run_workflow(settings, images, records) -> list[tuple]:
     if settings.mem_gb:
         plugin_args["memory_gb"] = settings.mem_gb
     try:
-        top.run(plugin="MultiProc", plugin_args=plugin_args)
+        top.run(plugin=ResilientMultiProcPlugin(plugin_args=plugin_args))
     except RuntimeError as exc:  # nipype raises after the run when a node crashed
         LOGGER.debug("workflow finished with errors: %s", exc)
     return progress.failures
@@ -359,7 +360,10 @@ def crash_reason(log_dir: Path, node_name: str) -> str:
         lines = [line.strip() for line in crash_files[-1].read_text(errors="replace").splitlines()]
     except OSError:
         return "the step crashed"
-    errors = [line for line in lines if line and not line.startswith(("File ", "^", "~"))]
+    import re
+
+    errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Died)\b", line)]
+    errors = errors or [line for line in lines if line and not line.startswith(("File ", "^"))]
     return f"the step crashed: {errors[-1][:300]}" if errors else "the step crashed"
 
 
