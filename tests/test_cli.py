@@ -123,3 +123,19 @@ def test_version():
     out = subprocess.run([sys.executable, "-m", "bidsapp", "--version"], capture_output=True,
                          text=True, check=True).stdout
     assert out.startswith("bidsapp ")
+
+
+def test_crash_reason_is_the_exception_line(tmp_path):
+    from bidsapp.cli.run import crash_reason
+
+    crash = tmp_path / "sub-01" / "crash"
+    crash.mkdir(parents=True)
+    (crash / "crash-20261126-1-root-ds_quickshear_sub_01_T1w-abc.txt").write_text(
+        "Node: ds_quickshear_sub_01_T1w\nTraceback:\n  File \"x.py\", line 1, in f\n"
+        "    os.replace(a, b)\nOSError: [Errno 28] No space left on device: '/out/x.nii.gz'\n"
+        "\nWhen creating this crashfile, the results file corresponding\n"
+        "to the node could not be found.\n")
+    reason = crash_reason(tmp_path, "ds_quickshear_sub_01_T1w")
+    assert reason == ("the step crashed: OSError: [Errno 28] No space left on device: "
+                      "'/out/x.nii.gz'")
+    assert crash_reason(tmp_path, "another_node") == "the step crashed"

@@ -272,7 +272,7 @@ def _run_workflow(settings, images, records) -> list[tuple]:
         sub_wf.config["execution"] = {"crashdump_dir": str(crash_dir)}
         top.add_nodes([sub_wf])
     os.environ["BIDSAPP_WORKER_LOG"] = str(log_dir / "workers.log")
-    progress = Progress(top, log_dir)
+    progress = Progress(top)
     plugin_args = {"n_procs": settings.nprocs, "status_callback": progress,
                    "raise_insufficient": False, "mp_context": "spawn"}
     if settings.mem_gb:
@@ -287,9 +287,8 @@ def _run_workflow(settings, images, records) -> list[tuple]:
 class Progress:
     """nipype status callback: what is running, done and failed, with the elapsed time."""
 
-    def __init__(self, workflow, log_dir: Path):
+    def __init__(self, workflow):
         self.start = time.time()
-        self.log_dir = log_dir
         graph = workflow._create_flat_graph()
         self.total = sum(1 for node in graph.nodes() if hasattr(node, "bidsapp_label"))
         self.done = self.failed = 0
