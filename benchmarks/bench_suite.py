@@ -32,7 +32,6 @@ import argparse
 import os
 import pickle
 import shutil
-import subprocess
 import sys
 import tempfile
 import time

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from conftest import file_hashes
+from edgecases import run_bidsapp
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 NATIVE = ["quickshear", "deepdefacer", "facemask"]
-
-
-def _bidsapp(*args) -> tuple[subprocess.CompletedProcess, float]:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bidsapp", *map(str, args)],
-                          capture_output=True, text=True, timeout=3000)
-    return proc, time.perf_counter() - start
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +24,8 @@ def faces_run(ds_faces, tmp_path_factory):
     before = file_hashes(ds_faces)
     args = (ds_faces, root / "out", "participant", "-w", root / "work", "--nprocs", 2,
             "--defacers", *NATIVE)
-    first, first_time = _bidsapp(*args)
-    second, second_time = _bidsapp(*args)
+    first, first_time = run_bidsapp(*args)
+    second, second_time = run_bidsapp(*args)
     timings = {"first_s": round(first_time, 1), "rerun_s": round(second_time, 1)}
     (root / "timings.json").write_text(json.dumps(timings))
     print(f"\nparticipant run on ds-faces: {timings}")
@@ -106,7 +96,7 @@ def test_rerun_resumes_from_work_dir(faces_run):
 
 
 def test_already_defaced_dataset_runs(ds_defaced, tmp_path):
-    proc, _ = _bidsapp(ds_defaced, tmp_path / "out", "participant", "-w", tmp_path / "work",
+    proc, _ = run_bidsapp(ds_defaced, tmp_path / "out", "participant", "-w", tmp_path / "work",
                        "--defacers", "quickshear", "facemask")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert len(list((tmp_path / "out").rglob("*_desc-facemask_T1w.nii.gz"))) == 3
@@ -120,7 +110,7 @@ def test_bad_image_is_isolated(ds_faces, tmp_path):
     bad = bids / "sub-xa30" / "anat" / "sub-xa30_run-2_T1w.nii.gz"
     bad.write_bytes(bad.read_bytes()[:5000])
     before = file_hashes(bids)
-    proc, _ = _bidsapp(bids, tmp_path / "out", "participant", "-w", tmp_path / "work",
+    proc, _ = run_bidsapp(bids, tmp_path / "out", "participant", "-w", tmp_path / "work",
                        "--defacers", "quickshear")
     assert proc.returncode == 1
     assert str(bad) in proc.stderr and "truncated" in proc.stderr
@@ -148,7 +138,7 @@ def test_metrics_and_reports_for_every_output(faces_run, ds_faces):
 
 
 def test_group_level(faces_run, ds_faces):
-    proc, _ = _bidsapp(ds_faces, faces_run["out"], "group")
+    proc, _ = run_bidsapp(ds_faces, faces_run["out"], "group")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     import pandas as pd
 

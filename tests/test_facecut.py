@@ -11,10 +11,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from bidsapp.defacers import facecut as fc
 from bidsapp.defacers.base import DefaceRequest
+from faces import brain_mask, face_evidence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,15 +27,9 @@ def defacer():
     return fc.FaceCut()
 
 
-def _brain(image):
-    from bidsapp.anatomy.brainmask import deepbet_brain_mask
-
-    return deepbet_brain_mask(image, threads=2)
-
-
 def _run(defacer, path, tmp_path_factory, options=None):
     image = nib.load(path)
-    brain = _brain(image)
+    brain = brain_mask(image)
     request = DefaceRequest(
         image=image,
         image_path=path,
@@ -45,32 +39,6 @@ def _run(defacer, path, tmp_path_factory, options=None):
         options=options or {},
     )
     return image, defacer.deface(request), brain
-
-
-def face_evidence(original, defaced, brain, affine, zooms):
-    """(share of the nose-tip voxels zeroed, share of the face box's head voxels kept).
-
-    Independent of the defacer's template: the nose tip is the most anterior head voxel (world
-    RAS) within 15 mm of the brain's midline, below its centre; the face box is the head in front
-    of the brain's frontal pole minus 25 mm, below its centre minus 15 mm, more than 10 mm from
-    the brain.
-    """
-    head = original > 0.15 * float(np.median(original[brain]))
-    head = ndimage.binary_opening(head)
-    brain_w = nib.affines.apply_affine(affine, np.argwhere(brain))
-    cx, cz = brain_w[:, 0].mean(), brain_w[:, 2].mean()
-    front, bottom = brain_w[:, 1].max(), brain_w[:, 2].min()
-    voxels = np.argwhere(head)
-    world = nib.affines.apply_affine(affine, voxels)
-    band = (np.abs(world[:, 0] - cx) < 15) & (world[:, 2] < cz) & (world[:, 2] > bottom - 60)
-    tip = world[band][np.argmax(world[band][:, 1])]
-    near = voxels[np.linalg.norm(world - tip, axis=1) < 8]
-    nose_zeroed = float((defaced[tuple(near.T)] == 0).mean())
-    dist = ndimage.distance_transform_edt(~brain, sampling=zooms)
-    box = (world[:, 1] > front - 25) & (world[:, 2] < cz - 15) & (np.abs(world[:, 0] - cx) < 50)
-    box &= dist[tuple(voxels.T)] > 10
-    kept = float((defaced[tuple(voxels[box].T)] != 0).mean())
-    return nose_zeroed, kept
 
 
 def _check(image, output, brain, max_face_kept=0.25):
@@ -163,7 +131,7 @@ def test_ears_option_removes_more(defacer, ds_faces, tmp_path_factory):
 def test_reface_option(defacer, ds_faces, tmp_path_factory):
     path = ds_faces / "sub-xa30" / "anat" / "sub-xa30_run-2_T1w.nii.gz"
     image = nib.load(path)
-    brain = _brain(image)
+    brain = brain_mask(image)
     request = DefaceRequest(
         image=image,
         image_path=path,

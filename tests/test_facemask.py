@@ -5,36 +5,11 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from bidsapp.anatomy.registration import block_downsample, register_template
 from bidsapp.defacers import facemask as fm
 from bidsapp.defacers.base import DefaceRequest
-
-
-def face_evidence(original, defaced, brain, affine, zooms):
-    """(share of the nose-tip voxels zeroed, share of the face box's head voxels kept).
-
-    As in ``test_facecut``: the nose tip is the most anterior head voxel near the brain's
-    midline below its centre; the face box is the head in front of the frontal pole minus 25 mm,
-    below the brain's centre minus 15 mm, more than 10 mm from the brain.
-    """
-    head = ndimage.binary_opening(original > 0.15 * float(np.median(original[brain])))
-    brain_w = nib.affines.apply_affine(affine, np.argwhere(brain))
-    cx, cz = brain_w[:, 0].mean(), brain_w[:, 2].mean()
-    front, bottom = brain_w[:, 1].max(), brain_w[:, 2].min()
-    voxels = np.argwhere(head)
-    world = nib.affines.apply_affine(affine, voxels)
-    band = (np.abs(world[:, 0] - cx) < 15) & (world[:, 2] < cz) & (world[:, 2] > bottom - 60)
-    tip = world[band][np.argmax(world[band][:, 1])]
-    near = voxels[np.linalg.norm(world - tip, axis=1) < 8]
-    dist = ndimage.distance_transform_edt(~brain, sampling=zooms)
-    box = (world[:, 1] > front - 25) & (world[:, 2] < cz - 15) & (np.abs(world[:, 0] - cx) < 50)
-    box &= dist[tuple(voxels.T)] > 10
-    return (
-        float((defaced[tuple(near.T)] == 0).mean()),
-        float((defaced[tuple(voxels[box].T)] != 0).mean()),
-    )
+from faces import brain_mask, face_evidence
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +18,6 @@ def defacer():
     if not found.available:
         pytest.skip(found.reason)
     return fm.FaceMask()
-
-
-def _brain(image):
-    from bidsapp.anatomy.brainmask import deepbet_brain_mask
-
-    return deepbet_brain_mask(image, threads=2)
 
 
 def _run(defacer, path, tmp_path_factory):
@@ -104,7 +73,7 @@ def test_registration_is_deterministic_and_sane(ds_faces):
 def test_facemask_xa30(defacer, ds_faces, tmp_path_factory):
     path = ds_faces / "sub-xa30" / "anat" / "sub-xa30_run-2_T1w.nii.gz"
     image, output = _run(defacer, path, tmp_path_factory)
-    _check(image, output, _brain(image))
+    _check(image, output, brain_mask(image))
     assert output.parameters["removed_voxels"] > 0
 
 
@@ -121,7 +90,7 @@ def test_facemask_xa30(defacer, ds_faces, tmp_path_factory):
 )
 def test_facemask_orientations(defacer, ds_faces, tmp_path_factory, relpath):
     image, output = _run(defacer, ds_faces / relpath, tmp_path_factory)
-    _check(image, output, _brain(image))
+    _check(image, output, brain_mask(image))
 
 
 @pytest.mark.slow

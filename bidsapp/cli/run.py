@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -99,7 +100,6 @@ def run_export(settings) -> int:
 
 
 def _only_defacer_run(output_dir: Path) -> str:
-    import re
 
     names = {m.group(1) for p in output_dir.glob("sub-*/**/anat/*_desc-*_defacemask.nii.gz")
              if (m := re.search(r"_desc-([A-Za-z0-9]+)_defacemask", p.name))}
@@ -359,8 +359,6 @@ def crash_reason(log_dir: Path, node_name: str) -> str:
         lines = [line.strip() for line in crash_files[-1].read_text(errors="replace").splitlines()]
     except OSError:
         return "the step crashed"
-    import re
-
     errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Died)\b", line)]
     errors = errors or [line for line in lines if line and not line.startswith(("File ", "^"))]
     return f"the step crashed: {errors[-1][:300]}" if errors else "the step crashed"

@@ -1,0 +1,39 @@
+"""Evidence that a face is gone, independent of any defacer's template (facecut, facemask)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+
+def brain_mask(image: nib.Nifti1Image) -> np.ndarray:
+    """deepbet's brain mask of ``image``, as the pipeline computes it."""
+    from bidsapp.anatomy.brainmask import deepbet_brain_mask
+
+    return deepbet_brain_mask(image, threads=2)
+
+
+def face_evidence(original, defaced, brain, affine, zooms):
+    """(share of the nose-tip voxels zeroed, share of the face box's head voxels kept).
+
+    The nose tip is the most anterior head voxel (world RAS) within 15 mm of the brain's midline,
+    below its centre; the face box is the head in front of the brain's frontal pole minus 25 mm,
+    below its centre minus 15 mm, more than 10 mm from the brain.
+    """
+    head = ndimage.binary_opening(original > 0.15 * float(np.median(original[brain])))
+    brain_w = nib.affines.apply_affine(affine, np.argwhere(brain))
+    cx, cz = brain_w[:, 0].mean(), brain_w[:, 2].mean()
+    front, bottom = brain_w[:, 1].max(), brain_w[:, 2].min()
+    voxels = np.argwhere(head)
+    world = nib.affines.apply_affine(affine, voxels)
+    band = (np.abs(world[:, 0] - cx) < 15) & (world[:, 2] < cz) & (world[:, 2] > bottom - 60)
+    tip = world[band][np.argmax(world[band][:, 1])]
+    near = voxels[np.linalg.norm(world - tip, axis=1) < 8]
+    dist = ndimage.distance_transform_edt(~brain, sampling=zooms)
+    box = (world[:, 1] > front - 25) & (world[:, 2] < cz - 15) & (np.abs(world[:, 0] - cx) < 50)
+    box &= dist[tuple(voxels.T)] > 10
+    return (
+        float((defaced[tuple(near.T)] == 0).mean()),
+        float((defaced[tuple(voxels[box].T)] != 0).mean()),
+    )
