@@ -43,20 +43,13 @@ RATINGS = ("pass", "brain-cut", "face-remains", "other")
 RATINGS_DIR = "ratings"
 #: Identity columns of a result row, first in every table.
 ID_COLUMNS = ("subject", "session", "image", "suffix", "defacer")
-#: Canonical headline columns and the record keys they are read from, in order of preference,
-#: with the factor that turns the value into the column's unit. Exact names are tried first, then
-#: any flattened key that ends with ``.<name>``.
+#: Canonical headline columns and the record keys (as :mod:`bidsapp.metrics.measure` writes
+#: them) they are read from, with the factor that turns the value into the column's unit. The
+#: exact name is tried first, then any flattened key that ends with ``.<name without prefix>``.
 HEADLINES: dict[str, tuple[tuple[str, float], ...]] = {
-    "brain_voxels_altered": (
-        ("brain.altered_voxels", 1), ("brain.brain_altered_voxels", 1),
-        ("brain.brain_changed_voxels", 1), ("brain_altered_voxels", 1),
-        ("brain_changed_voxels", 1)),
-    "face_removed_pct": (
-        ("face.removed_fraction", 100), ("face.removed_pct", 1),
-        ("face.face_removed_pct", 1), ("face.face_altered_pct", 1),
-        ("face_removed_fraction", 100), ("face_removed_pct", 1), ("face_altered_pct", 1)),
-    "face_detected": (
-        ("detection.face_detected", 1), ("face.face_detected", 1), ("face_detected", 1)),
+    "brain_voxels_altered": (("metrics.brain_changed_voxels", 1),),
+    "face_removed_pct": (("metrics.face_altered_pct", 1),),
+    "face_detected": (("metrics.face_detected", 1),),
 }
 #: Run costs shown beside the metrics.
 COSTS = ("wall_time_s", "peak_rss_mb", "cpu_time_s")
@@ -238,8 +231,9 @@ def resolve(columns: Iterable[str], candidates: Iterable[tuple[str, float]]
         if name in columns:
             return name, scale
     for name, scale in candidates:
+        leaf = name.rsplit(".", 1)[-1]
         for column in columns:
-            if column.endswith("." + name):
+            if column.endswith("." + leaf):
                 return column, scale
     return None
 

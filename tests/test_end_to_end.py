@@ -145,3 +145,30 @@ def test_group_level(faces_run, ds_faces):
     table = pd.read_csv(faces_run["out"] / "group_T1w.tsv", sep="\t")
     assert len(table) == 8 * len(NATIVE)
     assert (faces_run["out"] / "group_report.html").is_file()
+
+
+def _keys(node, prefix=""):
+    """Every key path of a record (lists are leaves)."""
+    out = set()
+    for key, value in node.items():
+        out.add(prefix + key)
+        if isinstance(value, dict):
+            out |= _keys(value, f"{prefix}{key}.")
+    return out
+
+
+def test_the_test_fixtures_write_the_records_a_real_run_writes(faces_run, tmp_path):
+    """tests/records.py (the group, report and export fixtures) against a real run's records."""
+    from records import make_results
+
+    fixture = make_results(tmp_path / "out", subjects=("01",), defacers=("quickshear",))
+    real = faces_run["out"] / "sub-ixi012" / "anat"
+    for fixture_name, real_name in (("sub-01_desc-quickshear_T1w.json",
+                                     "sub-ixi012_desc-quickshear_T1w.json"),
+                                    ("sub-01_desc-original_T1w.json",
+                                     "sub-ixi012_desc-original_T1w.json")):
+        made = _keys(json.loads((fixture / "sub-01" / "anat" / fixture_name).read_text()))
+        measured = _keys(json.loads((real / real_name).read_text()))
+        measured_only = {k for k in measured - made if k.startswith(("metrics.", "iqms."))}
+        assert not made - measured, f"fixture keys no real run writes: {sorted(made - measured)}"
+        assert not measured_only, f"metrics the fixtures miss: {sorted(measured_only)}"

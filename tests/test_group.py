@@ -1,7 +1,7 @@
 """Group level: aggregation, verdicts, summary, recommendation, ratings, and its edge cases.
 
-:func:`make_results` builds a synthetic ``output_dir`` as the participant level writes it
-(records, and optionally small synthetic head images); the report tests reuse it.
+``records.make_results`` writes an ``output_dir`` with bidsapp's writers and metrics measured on
+a synthetic head; the report tests reuse it.
 """
 
 from __future__ import annotations
@@ -10,120 +10,18 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from records import make_results, measured
+
 from bidsapp import group
 from bidsapp.settings import Settings
-
-SHAPE = (48, 56, 48)
-ZOOM = 4.0
-
-
-def synthetic_head(shape=SHAPE, zoom=ZOOM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image, brain mask, face-region mask) of an ellipsoid head with a nose, RAS voxels."""
-    grid = np.stack(np.meshgrid(*[(np.arange(n) - n / 2 + 0.5) * zoom for n in shape],
-                                indexing="ij"))
-    x, y, z = grid
-    head = (x / 70) ** 2 + (y / 88) ** 2 + (z / 92) ** 2 <= 1
-    brain = (x / 55) ** 2 + ((y + 8) / 70) ** 2 + ((z - 22) / 55) ** 2 <= 1
-    nose = (np.abs(x) <= 10) & (y > 80) & (y < 100) & (z > -30) & (z < 0) & \
-        ((y - 80) < (0 - z) * 0.7)
-    image = np.where(head | nose, 120.0, 0.0)
-    image[brain] = 300.0
-    image += np.random.default_rng(1).normal(0, 3, shape).clip(0)
-    face = (y > 30) & (z < 10) & (z > -60)
-    return image.astype(np.float32), brain, face & (head | nose) & ~brain
-
-
-def _affine(zoom=ZOOM, shape=SHAPE) -> np.ndarray:
-    affine = np.diag([zoom, zoom, zoom, 1.0])
-    affine[:3, 3] = [-(n / 2 - 0.5) * zoom for n in shape]
-    return affine
 
 
 def _write_json(path: Path, payload) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1))
-
-
-def make_results(root: Path, subjects=("01", "02"), defacers=("quickshear", "facemask"), *,
-                 suffixes=("T1w",), session: str | None = None, images: bool = False,
-                 fail=(), values=None, metrics: bool = True, failed_inputs=()) -> Path:
-    """A synthetic participant-level output folder.
-
-    ``fail`` lists (subject, defacer) pairs whose defacer failed; ``values`` maps
-    (subject, defacer) or (subject, defacer, suffix) to (brain voxels altered, face removed
-    fraction); the default is (0, 0.92): a pass. ``failed_inputs`` lists subjects whose input check failed.
-    """
-    import nibabel as nib
-
-    root = Path(root)
-    _write_json(root / "dataset_description.json", {
-        "Name": "synthetic", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "bidsapp", "Version": "0.0-test"}]})
-    values = values or {}
-    data, brain, face = synthetic_head() if images else (None, None, None)
-    for index, subject in enumerate(subjects):
-        folder = root / f"sub-{subject}" / (f"ses-{session}/anat" if session else "anat")
-        entities = f"sub-{subject}" + (f"_ses-{session}" if session else "")
-        for suffix in suffixes:
-            key = f"{entities}_{suffix}"
-            source = {"Sources": [f"bids:raw:sub-{subject}/anat/{key}.nii.gz"]}
-            if subject in failed_inputs:
-                _write_json(folder / f"{entities}_desc-original_{suffix}.json",
-                            {**source, "status": "failed",
-                             "error": f"{key}.nii.gz: every voxel is zero"})
-                continue
-            record = {**source, "status": "ok", "error": None, "shape": list(SHAPE),
-                      "zooms_mm": [ZOOM] * 3, "orientation": "RAS", "mode": "direct",
-                      "reference_t1w": None}
-            if images:
-                mask = folder / f"{entities}_mod-{suffix}_desc-brain_mask.nii.gz"
-                folder.mkdir(parents=True, exist_ok=True)
-                nib.save(nib.Nifti1Image(brain.astype(np.uint8), _affine()), mask)
-                record["brain_mask"] = str(mask.relative_to(root))
-            _write_json(folder / f"{entities}_desc-original_{suffix}.json", record)
-            for rank, name in enumerate(defacers):
-                stem = f"{entities}_desc-{name}_{suffix}"
-                log = f"logs/sub-{subject}/{key}_desc-{name}.log"
-                (root / log).parent.mkdir(parents=True, exist_ok=True)
-                (root / log).write_text(f"{name} log\n")
-                result = {"Description": f"{key} defaced with {name}", **source,
-                          "defacer": name, "version": "1.0", "title": name.title(),
-                          "kind": "native", "mode": "direct",
-                          "parameters": {"buffer_voxels": 10}, "guard": {"applied": False},
-                          "wall_time_s": 2.0 + rank + 0.1 * index,
-                          "peak_rss_mb": 100.0 * (rank + 1) + index,
-                          "cpu_time_s": 1.5 + rank, "log": log}
-                if (subject, name) in fail:
-                    result.update(status="failed", error=f"{name} crashed on {key}")
-                else:
-                    brain_voxels, removed = values.get(
-                        (subject, name, suffix), values.get((subject, name), (0, 0.92)))
-                    result.update(status="ok", error=None, altered_voxels=1000 + brain_voxels,
-                                  altered_ml=64.0)
-                    if metrics:
-                        result.update(
-                            brain={"altered_voxels": brain_voxels,
-                                   "altered_pct": brain_voxels / 5000},
-                            face={"removed_fraction": removed, "nose_tip_removed": True,
-                                  "eyes_altered_pct": 50.0},
-                            detection={"face_detected": removed < 0.5, "score": 100.0},
-                            downstream={"bet_dice": 0.99},
-                            iqm={"original": {"cnr": 3.0, "efc": 0.5},
-                                 "diff": {"cnr": 0.1 * rank, "efc": -0.01 * (rank + 1)}})
-                    if images:
-                        defaced = data.copy()
-                        cut = face if removed >= 0.5 else np.zeros_like(face)
-                        defaced[cut] = 0
-                        nib.save(nib.Nifti1Image(defaced, _affine()),
-                                 folder / f"{stem}.nii.gz")
-                        nib.save(nib.Nifti1Image(cut.astype(np.uint8), _affine()),
-                                 folder / f"{entities}_mod-{suffix}_desc-{name}_defacemask.nii.gz")
-                _write_json(folder / f"{stem}.json", result)
-    return root
 
 
 def settings_for(root: Path, participants=()) -> Settings:
@@ -134,7 +32,7 @@ def settings_for(root: Path, participants=()) -> Settings:
 # --- reading ---
 
 def test_collect_separates_inputs_results_and_ignores_masks(tmp_path):
-    make_results(tmp_path, images=True)
+    make_results(tmp_path)
     _write_json(tmp_path / "sub-01/anat/sub-01_desc-quickshear_T1w_iqms.json", {"x": 1})
     _write_json(tmp_path / "sub-01/anat/sub-01_mod-T1w_desc-brain_mask.json", {"Type": "Brain"})
     found = group.collect(tmp_path)
@@ -152,12 +50,15 @@ def test_aggregate_flattens_every_metric_with_sessions(tmp_path):
     assert set(table["session"]) == {"a"}
     assert set(table["image"]) == {"sub-01_ses-a_T1w", "sub-01_ses-a_T2w", "sub-02_ses-a_T1w",
                                    "sub-02_ses-a_T2w"}
-    for column in ("brain.altered_voxels", "face.removed_fraction", "detection.face_detected",
-                   "iqm.diff.cnr", "downstream.bet_dice", "wall_time_s", "peak_rss_mb",
-                   "parameters.buffer_voxels", "guard.applied"):
+    for column in ("metrics.brain_changed_voxels", "metrics.face_altered_pct",
+                   "metrics.face_detected", "iqms.original_masks.delta.cnr",
+                   "iqms.recomputed_masks.delta.efc", "metrics.bet_dice", "timings_s.face",
+                   "wall_time_s", "peak_rss_mb", "parameters.buffer_voxels", "guard.applied"):
         assert column in table, column
     assert "Sources" not in table and "Description" not in table
-    assert (table["face_removed_pct"] == 92.0).all()
+    assert (table["face_removed_pct"] == table["metrics.face_altered_pct"]).all()
+    assert (table["face_removed_pct"] > group.FACE_REMOVED_MIN_PCT).all()
+    assert (table["brain_voxels_altered"] == 0).all()
     assert (table["verdict"] == "pass").all()
 
 
@@ -171,45 +72,36 @@ def test_unreadable_record_is_a_problem_not_a_crash(tmp_path):
 
 # --- headlines and verdicts ---
 
-@pytest.mark.parametrize("record, expected", [
-    ({"face": {"removed_fraction": 0.9}}, 90.0),
-    ({"face": {"face_altered_pct": 70.0}}, 70.0),
-    ({"metrics": {"face": {"removed_fraction": 0.5}}}, 50.0),
-    ({"something": 1}, None),
-])
-def test_headline_keys_are_found_under_several_names(record, expected):
-    table = group.add_headlines(pd.DataFrame([group.flatten({"status": "ok", **record})]))
-    value = table["face_removed_pct"].iloc[0]
-    assert (math.isnan(value) if expected is None else value == pytest.approx(expected))
-
-
-def test_the_measured_record_layout_is_understood():
+def test_headlines_come_from_the_measured_record():
     """The layout bidsapp.metrics.measure writes: metrics.*, iqms.<mode>.delta.*, timings_s.*"""
-    record = {"status": "ok", "wall_time_s": 3.0,
-              "metrics": {"brain_changed_voxels": 0, "margin_changed_voxels": 4,
-                          "face_altered_pct": 91.0, "face_detected": False,
-                          "face_detected_front": False, "nose_tip_removed": True},
-              "iqms": {"original_masks": {"iqms": {"cnr": 3.1}, "delta": {"cnr": 0.1}},
-                       "recomputed_masks": {"iqms": {"cnr": 3.3}, "delta": {"cnr": 0.3}}},
-              "timings_s": {"face": 1.2}}
+    entry, _, altered = measured(7, 0.92)
+    record = {"status": "ok", "wall_time_s": 3.0, **json.loads(entry)}
     table = group.add_verdicts(pd.DataFrame([group.flatten(record)]))
     row = table.iloc[0]
-    assert (row["brain_voxels_altered"], row["face_removed_pct"], row["face_detected"]) == \
-        (0, 91.0, 0)
-    assert row["verdict"] == "pass"
-    assert group.iqm_difference_columns(table) == ["iqms.original_masks.delta.cnr",
-                                                   "iqms.recomputed_masks.delta.cnr"]
+    assert row["brain_voxels_altered"] == 7
+    assert row["face_removed_pct"] == record["metrics"]["face_altered_pct"] > 80
+    assert row["face_detected"] == 0
+    assert row["verdict"] == "fail" and "7 brain voxel(s) altered" in row["verdict_reason"]
+    assert "iqms.original_masks.delta.cnr" in group.iqm_difference_columns(table)
+    assert "iqms.recomputed_masks.delta.cnr" in group.iqm_difference_columns(table)
     metrics = group.metric_columns(table)
     assert "metrics.nose_tip_removed" in metrics and "timings_s.face" not in metrics
 
 
+def test_a_record_without_metrics_has_no_headlines():
+    table = group.add_verdicts(pd.DataFrame([group.flatten({"status": "ok", "other": 1})]))
+    assert math.isnan(table["face_removed_pct"].iloc[0])
+    assert table["verdict"].iloc[0] == "n/a"
+
+
 def test_verdicts():
+    brain, face = "metrics.brain_changed_voxels", "metrics.face_altered_pct"
     table = pd.DataFrame([
-        {"status": "ok", "brain.altered_voxels": 0, "face.removed_fraction": 0.95},
-        {"status": "ok", "brain.altered_voxels": 3, "face.removed_fraction": 0.95},
-        {"status": "ok", "brain.altered_voxels": 0, "face.removed_fraction": 0.5},
-        {"status": "ok", "brain.altered_voxels": 0},
-        {"status": "ok", "brain.altered_voxels": 9},
+        {"status": "ok", brain: 0, face: 95.0},
+        {"status": "ok", brain: 3, face: 95.0},
+        {"status": "ok", brain: 0, face: 50.0},
+        {"status": "ok", brain: 0},
+        {"status": "ok", brain: 9},
         {"status": "failed"},
     ])
     out = group.add_verdicts(table)
@@ -220,8 +112,8 @@ def test_verdicts():
 
 
 def test_threshold_is_a_parameter():
-    table = pd.DataFrame([{"status": "ok", "brain.altered_voxels": 0,
-                           "face.removed_fraction": 0.6}])
+    table = pd.DataFrame([{"status": "ok", "metrics.brain_changed_voxels": 0,
+                           "metrics.face_altered_pct": 60.0}])
     assert group.add_verdicts(table)["verdict"][0] == "fail"
     assert group.add_verdicts(table, threshold=50)["verdict"][0] == "pass"
 
@@ -233,17 +125,20 @@ def test_summary_and_recommendation(tmp_path):
                  defacers=("quickshear", "deepdefacer", "facemask"),
                  values={("02", "quickshear"): (0, 0.55), ("03", "deepdefacer"): (40, 0.97)},
                  fail=[("01", "facemask")])
-    summary = group.summarise(group.aggregate(tmp_path))
+    table = group.aggregate(tmp_path)
+    summary = group.summarise(table)
     rows = summary.set_index("defacer")
+    low = table[(table["subject"] == "02") & (table["defacer"] == "quickshear")]
     assert list(summary["defacer"]) == ["quickshear", "deepdefacer", "facemask"]  # registry order
     assert rows.loc["quickshear", "n_pass"] == 2 and rows.loc["quickshear", "n_fail"] == 1
     assert rows.loc["quickshear", "pass_rate"] == pytest.approx(2 / 3)
-    assert rows.loc["quickshear", "face_removed_pct_min"] == pytest.approx(55.0)
+    assert rows.loc["quickshear", "face_removed_pct_min"] == low["face_removed_pct"].iloc[0] < 60
     assert rows.loc["deepdefacer", "n_brain_altered"] == 1
     assert rows.loc["deepdefacer", "brain_voxels_altered_max"] == 40
     assert rows.loc["facemask", "n_failed"] == 1 and rows.loc["facemask", "n_images"] == 3
     assert rows.loc["facemask", "wall_time_s_median"] == pytest.approx(4.1)
-    assert rows.loc["deepdefacer", "iqm.diff.cnr_median"] == pytest.approx(0.1)
+    cnr = "iqms.original_masks.delta.cnr"
+    assert rows.loc["deepdefacer", f"{cnr}_median"] == pytest.approx(table[cnr].median())
     assert not rows["recommended"].any()
     assert group.recommend(summary) == {"T1w": [], "all": []}
 
@@ -323,8 +218,8 @@ def test_run_group_writes_tables_summary_and_report(tmp_path):
                                      "verdict", "verdict_reason", "brain_voxels_altered"]
     assert "session" not in t1w  # all empty: dropped
     assert set(t1w["verdict"]) == {"pass", "fail"}
-    assert "iqm.diff.efc" in t1w and "detection.face_detected" in t1w
-    assert set(t1w["detection.face_detected"].dropna()) == {False}
+    assert "iqms.original_masks.delta.efc" in t1w and "metrics.face_detected" in t1w
+    assert set(t1w["metrics.face_detected"].dropna()) == {False}
     assert (tmp_path / "group_T2w.tsv").is_file()
     summary = pd.read_csv(tmp_path / "group_summary.tsv", sep="\t")
     assert len(summary) == 4

@@ -9,7 +9,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_group import _affine, make_results, synthetic_head
+from records import affine as _affine
+from records import make_results, synthetic_head
 
 from bidsapp.reports import format_number, plots
 from bidsapp.reports.participant import build_context, figure_path, write_participant_report
@@ -137,7 +138,7 @@ def test_format_number(value, text):
 
 @pytest.fixture()
 def output(tmp_path):
-    return make_results(tmp_path / "out", subjects=("01",), images=True,
+    return make_results(tmp_path / "out", subjects=("01",),
                         defacers=("quickshear", "deepdefacer", "facemask"),
                         fail=[("01", "deepdefacer")], values={("01", "facemask"): (12, 0.95)})
 
@@ -150,7 +151,7 @@ def test_participant_report(output):
     assert html.count("data:image/png;base64,") == 4  # mosaic + render per success
     assert "deepdefacer crashed on sub-01_T1w" in html
     assert 'href="logs/sub-01/sub-01_T1w_desc-deepdefacer.log"' in html
-    assert "12 brain voxel(s) altered" in html and "iqm.diff.cnr" in html
+    assert "12 brain voxel(s) altered" in html and "iqms.original_masks.delta.cnr" in html
     assert not re.search(r"""(src|href)=["'](https?:)?//""", html)
     figures = sorted(p.name for p in (output / "sub-01" / "figures").iterdir())
     assert figures == ["sub-01_mod-T1w_desc-facemask_mosaic.png",

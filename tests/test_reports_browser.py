@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_group import make_results
+from records import make_results
 
 LOGGER = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def reported(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("out")
     make_results(root, subjects=("01", "02"), defacers=("quickshear", "facemask"),
-                 images=True, fail=[("02", "facemask")])
+                 fail=[("02", "facemask")])
     for subject in ("01", "02"):
         write_participant_report(root, subject)
     return root
