@@ -51,6 +51,10 @@ HEADLINES: dict[str, tuple[tuple[str, float], ...]] = {
     "face_removed_pct": (("metrics.face_altered_pct", 1),),
     "face_detected": (("metrics.face_detected", 1),),
 }
+#: The identification attack's column: True when the person was re-identified.
+REIDENTIFIED = "identification.reidentified"
+#: The identification rates per suffix and defacer, beside the summary.
+IDENTIFICATION_TABLE = "group_identification.tsv"
 #: Run costs shown beside the metrics.
 COSTS = ("wall_time_s", "peak_rss_mb", "cpu_time_s")
 #: Scalar record keys that are provenance or bookkeeping, not metrics.
@@ -259,7 +263,8 @@ def add_headlines(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict(status: Any, brain: float, face: float,
-            threshold: float = FACE_REMOVED_MIN_PCT) -> tuple[str, str]:
+            threshold: float = FACE_REMOVED_MIN_PCT, reidentified: Any = None
+            ) -> tuple[str, str]:
     """``(verdict, reason)`` of one result: verdict is ``pass``, ``fail`` or ``n/a``.
 
     >>> verdict("ok", 0, 95.0)
@@ -274,6 +279,8 @@ def verdict(status: Any, brain: float, face: float,
         reasons.append(f"{brain:.0f} brain voxel(s) altered")
     if face is not None and not math.isnan(face) and face < threshold:
         reasons.append(f"{face:.0f}% of the face removed (< {threshold:g}%)")
+    if reidentified is True:
+        reasons.append("re-identified by face recognition")
     if reasons:
         return "fail", "; ".join(reasons)
     missing = [name for name, value in (("brain voxels altered", brain),
@@ -288,8 +295,10 @@ def add_verdicts(table: pd.DataFrame, *, threshold: float = FACE_REMOVED_MIN_PCT
                  ) -> pd.DataFrame:
     """Headline columns, then ``verdict`` and ``verdict_reason`` for every row."""
     table = add_headlines(table)
-    pairs = [verdict(s, b, f, threshold) for s, b, f in
-             zip(table["status"], table["brain_voxels_altered"], table["face_removed_pct"])]
+    matched = table[REIDENTIFIED] if REIDENTIFIED in table else [None] * len(table)
+    pairs = [verdict(s, b, f, threshold, m is True or m == "true") for s, b, f, m in
+             zip(table["status"], table["brain_voxels_altered"], table["face_removed_pct"],
+                 matched)]
     table["verdict"] = [p[0] for p in pairs]
     table["verdict_reason"] = [p[1] for p in pairs]
     return table
@@ -503,7 +512,11 @@ def run_group(settings) -> int:
         for label in subjects:
             if label not in seen:
                 LOGGER.warning("participant %s has no results in %s; skipped", label, output_dir)
-    outputs = write_group_outputs(output_dir, found)
+    identification, lines = None, []
+    if not getattr(settings, "skip_identification", False):
+        identification, lines = identify(settings.bids_dir, output_dir, found)
+    outputs = write_group_outputs(output_dir, found, identification=identification,
+                                  extra_problems=lines)
     for line in outputs.problems:
         LOGGER.error("problem: %s", line)
     LOGGER.info("group level: %d result(s) of %d image(s), %d participant(s) in %.1f s; "
@@ -523,13 +536,55 @@ class GroupOutputs:
     n_subjects: int
 
 
+def identify(bids_dir: Path, output_dir: Path, found: Collection) -> tuple[pd.DataFrame | None,
+                                                                         list[str]]:
+    """The re-identification attack on the collected results (:mod:`bidsapp.identification`)."""
+    from bidsapp.identification import attack_dataset
+
+    start = time.perf_counter()
+    keys = sorted({r.image for r in found.inputs if r.data.get("status") == "ok"})
+    results = [(r.image, r.defacer) for r in found.results if r.data.get("status") == "ok"]
+    table, problems = attack_dataset(bids_dir, output_dir, keys, results, log=LOGGER.info)
+    if table is not None:
+        LOGGER.info("identification attack: %d probe(s) of %d original(s) in %.1f s",
+                    len(table), len(keys), time.perf_counter() - start)
+    return table, problems
+
+
+def merge_identification(table: pd.DataFrame, identification: pd.DataFrame | None
+                         ) -> pd.DataFrame:
+    """The attack's columns beside each result row (by image and defacer)."""
+    if identification is None or identification.empty:
+        return table
+    columns = [c for c in identification.columns if c.startswith("identification.")]
+    return table.merge(identification[["image", "defacer", *columns]], how="left",
+                       on=["image", "defacer"])
+
+
+def identification_summary(identification: pd.DataFrame | None) -> pd.DataFrame:
+    """Rank-1/rank-5 rates per suffix and defacer, the originals' own rate first."""
+    from bidsapp.identification import ORIGINAL, rates
+
+    frame = rates(identification)
+    if frame.empty:
+        return frame
+    suffixes = {name: i for i, name in enumerate(suffix_order(frame["suffix"]))}
+    names = {name: i for i, name in enumerate(
+        [ORIGINAL] + defacer_order(d for d in frame["defacer"] if d != ORIGINAL))}
+    frame = frame.assign(_s=frame["suffix"].map(suffixes), _d=frame["defacer"].map(names))
+    return frame.sort_values(["_s", "_d"]).drop(columns=["_s", "_d"]).reset_index(drop=True)
+
+
 def write_group_outputs(output_dir: Path, found: Collection, *,
-                        threshold: float = FACE_REMOVED_MIN_PCT) -> GroupOutputs:
+                        threshold: float = FACE_REMOVED_MIN_PCT,
+                        identification: pd.DataFrame | None = None,
+                        extra_problems: Iterable[str] = ()) -> GroupOutputs:
     """Write the group tables, summary and report for the records in ``found``."""
     from bidsapp.io import atomic_write_text
 
-    problems = list(found.problems)
-    table = add_verdicts(rows(found.results), threshold=threshold)
+    problems = list(found.problems) + list(extra_problems)
+    table = add_verdicts(merge_identification(rows(found.results), identification),
+                         threshold=threshold)
     ratings, rating_problems = read_ratings(output_dir / RATINGS_DIR)
     problems += rating_problems
     subjects = {r.subject for r in found.results + found.inputs}
@@ -546,9 +601,14 @@ def write_group_outputs(output_dir: Path, found: Collection, *,
     summary = summarise(table, threshold=threshold)
     summary_path = output_dir / "group_summary.tsv"
     atomic_write_text(summary_path, _tsv(summary))
+    rates = identification_summary(identification)
+    if not rates.empty:
+        atomic_write_text(output_dir / IDENTIFICATION_TABLE, _tsv(rates))
+        tables.append(output_dir / IDENTIFICATION_TABLE)
     html = render_group_report(output_dir, table, summary, recommend(summary), found,
                                ratings=ratings, unmatched_ratings=unmatched,
-                               problems=problems, threshold=threshold, tables=tables)
+                               problems=problems, threshold=threshold, tables=tables,
+                               identification=rates)
     report = output_dir / "group_report.html"
     atomic_write_text(report, html)
     return GroupOutputs(tables, summary_path, report, problems, len(table),
@@ -636,6 +696,28 @@ def plotted_iqms(columns: list[str], limit: int = MAX_IQM_PLOTS) -> dict[str, st
     return out
 
 
+def _identification_rows(rates: pd.DataFrame | None, suffix: str) -> list[dict[str, Any]]:
+    """The group report's identification table of one suffix."""
+    from bidsapp.identification import MODES, ORIGINAL
+
+    if rates is None or rates.empty:
+        return []
+    out = []
+    for row in rates[rates["suffix"] == suffix].to_dict("records"):
+        cells = {"defacer": "originals (ceiling)" if row["defacer"] == ORIGINAL
+                 else row["defacer"], "n": row["n_probes"]}
+        for mode in MODES:
+            ranked = row[f"{mode}_n_ranked"]
+            for k in (1, 5):
+                rate = row[f"{mode}_rank{k}_rate"]
+                cells[f"{mode}{k}"] = (f"{row[f'{mode}_rank{k}']}/{ranked} "
+                                       f"({_fmt(100 * rate)}%)" if ranked else "n/a")
+                cells[f"{mode}{k}_chance"] = _fmt(100 * row[f"{mode}_rank{k}_chance"])
+            cells[f"{mode}_reid"] = row[f"{mode}_reidentified"]
+        out.append(cells)
+    return out
+
+
 def _fmt(value) -> str:
     from bidsapp.reports import format_number
 
@@ -646,7 +728,8 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
                         recommendation: dict[str, list[str]], found: Collection, *,
                         ratings: pd.DataFrame, unmatched_ratings: int, problems: list[str],
                         threshold: float = FACE_REMOVED_MIN_PCT,
-                        tables: list[Path] = ()) -> str:
+                        tables: list[Path] = (), identification: pd.DataFrame | None = None
+                        ) -> str:
     """The group report's HTML (figures inlined, gallery thumbnails linked as local files)."""
     from bidsapp.reports import bidsapp_version, plots, render_template
     from bidsapp.reports.participant import anchor, figure_path
@@ -712,6 +795,7 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
                 "iqm": [(c, _fmt(row.get(f"{c}_median"))) for c in iqm],
             })
         sections.append({
+            "identification": _identification_rows(identification, suffix),
             "suffix": suffix, "defacers": defacers, "n_images": len(images),
             "recommended": recommendation.get(str(suffix), []), "summary": summary_rows,
             "plot": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),

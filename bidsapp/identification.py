@@ -273,3 +273,75 @@ def attack_table(gallery: list[GalleryImage], probes: list[Probe]):
         row["identification.reidentified"] = any(known) if known else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def rates(table) -> Any:
+    """Rank-1 and rank-5 identification rates per suffix and defacer (originals first).
+
+    ``table`` is :func:`attack_table`'s. For each mode: how many probes could be ranked (a
+    descriptor, and another image of the participant in the gallery), how many ranked the
+    right participant within rank 1 and 5, the rates, the chance rates (a random guess among
+    the same candidates), and how many were re-identified (rank 1 and closer than
+    :data:`MATCH_DISTANCE`).
+    """
+    import pandas as pd
+
+    out = []
+    if table is None or len(table) == 0:
+        return pd.DataFrame(out)
+    for (suffix, defacer), group in table.groupby(["suffix", "defacer"], sort=False):
+        row: dict[str, Any] = {"suffix": suffix, "defacer": defacer, "n_probes": len(group)}
+        for mode in MODES:
+            rank = pd.to_numeric(group[f"identification.{mode}.rank"], errors="coerce")
+            candidates = pd.to_numeric(group[f"identification.{mode}.n_candidates"],
+                                       errors="coerce")[rank.notna()]
+            ranked = int(rank.notna().sum())
+            row[f"{mode}_n_ranked"] = ranked
+            for k in RANKS:
+                hits = int((rank <= k).sum())
+                row[f"{mode}_rank{k}"] = hits
+                row[f"{mode}_rank{k}_rate"] = hits / ranked if ranked else float("nan")
+                row[f"{mode}_rank{k}_chance"] = float(np.mean([chance(k, n) for n in candidates])
+                                                      ) if ranked else float("nan")
+            flags = group[f"identification.{mode}.reidentified"]
+            row[f"{mode}_reidentified"] = int((flags == True).sum())  # noqa: E712 (None stays)
+        out.append(row)
+    frame = pd.DataFrame(out)
+    order = {name: i for i, name in enumerate([ORIGINAL] + [d for d in frame["defacer"]
+                                                             if d != ORIGINAL])}
+    return frame.sort_values(["suffix", "defacer"], key=lambda s: s.map(order) if s.name ==
+                             "defacer" else s, kind="stable").reset_index(drop=True)
+
+
+def attack_dataset(bids_dir, output_dir, keys: Iterable[str], results: Iterable[tuple[str, str]],
+                   *, log=None) -> tuple[Any, list[str]]:
+    """The attack on the originals ``keys`` of ``bids_dir`` and their results in ``output_dir``.
+
+    ``keys``: the image keys with an input record (the gallery); ``results``: (image key,
+    defacer) pairs of successful defacer runs (the probes). Returns :func:`attack_table`'s
+    table (None when the attack could not run) and problem lines.
+    """
+    from pathlib import Path
+
+    from bidsapp.bids import find_anatomical_images, load_layout
+    from bidsapp.faces.dlib_models import MissingModels, detector
+
+    wanted: dict[str, list[str]] = {key: [] for key in keys}
+    for key, defacer in results:
+        wanted.setdefault(key, []).append(defacer)
+    try:
+        detector()
+    except MissingModels as exc:
+        return None, [f"identification attack not run: {exc}"]
+    if not Path(bids_dir).is_dir():
+        return None, [f"identification attack not run: bids_dir {bids_dir} is not a folder "
+                      "(the originals are the attack's gallery)"]
+    try:
+        images = [i for i in find_anatomical_images(load_layout(Path(bids_dir)))
+                  if i.key in wanted]
+    except Exception as exc:  # pybids refusing the dataset must not stop the group level
+        return None, [f"identification attack not run: cannot index {bids_dir} ({exc})"]
+    if not images:
+        return None, []
+    gallery, probes, problems = gather(images, Path(output_dir), wanted, log=log)
+    return attack_table(gallery, probes), problems

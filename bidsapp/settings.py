@@ -32,6 +32,7 @@ class Settings:
     verbosity: int = 0
     skip_metrics: bool = False
     show_faces: bool = False
+    skip_identification: bool = False
     export_dir: Path | None = None
     export_defacer: str | None = None
     export_force: bool = False

@@ -89,6 +89,9 @@ def build_parser(*, with_defacer_table: bool = False) -> argparse.ArgumentParser
     report.add_argument("--show-faces", action="store_true",
                         help="allow images of the ORIGINAL face in reports (off by default: a "
                              "report that shows faces is itself identifying data)")
+    report.add_argument("--skip-identification", action="store_true",
+                        help="group level: skip the re-identification attack (face recognition "
+                             "of each defaced output against every original of the dataset)")
 
     export = parser.add_argument_group(
         "shareable export (group level)",
@@ -204,7 +207,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         brain_guard=args.brain_guard, guard_margin_mm=args.guard_margin_mm, ears=args.ears,
         reface=args.reface, seed=args.seed, nprocs=nprocs, omp_nthreads=args.omp_nthreads,
         mem_gb=args.mem_gb, verbosity=args.verbose - args.quiet,
-        skip_metrics=args.skip_metrics, show_faces=args.show_faces, export_dir=export_dir,
+        skip_metrics=args.skip_metrics, show_faces=args.show_faces,
+        skip_identification=args.skip_identification, export_dir=export_dir,
         export_defacer=args.export_defacer, export_force=args.export_force,
         export_defacemask=args.export_defacemask, export_copy=args.export_copy,
         scrub_fields=tuple(args.scrub_field), keep_fields=tuple(args.keep_field),
