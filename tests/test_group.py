@@ -207,7 +207,7 @@ def test_verdicts():
     table = pd.DataFrame([
         {"status": "ok", "brain.altered_voxels": 0, "face.removed_fraction": 0.95},
         {"status": "ok", "brain.altered_voxels": 3, "face.removed_fraction": 0.95},
-        {"status": "ok", "brain.altered_voxels": 0, "face.removed_fraction": 0.5},
+        {"status": "ok", "brain.altered_voxels": 0, "face.removed_fraction": 0.3},
         {"status": "ok", "brain.altered_voxels": 0},
         {"status": "ok", "brain.altered_voxels": 9},
         {"status": "failed"},
@@ -215,15 +215,15 @@ def test_verdicts():
     out = group.add_verdicts(table)
     assert list(out["verdict"]) == ["pass", "fail", "fail", "n/a", "fail", "fail"]
     assert "3 brain voxel(s) altered" in out["verdict_reason"][1]
-    assert "50% of the face removed (< 80%)" in out["verdict_reason"][2]
+    assert f"30% of the face removed (< {group.FACE_REMOVED_MIN_PCT:g}%)" in out["verdict_reason"][2]
     assert out["verdict_reason"][3] == "metric(s) missing: face removed"
 
 
 def test_threshold_is_a_parameter():
     table = pd.DataFrame([{"status": "ok", "brain.altered_voxels": 0,
-                           "face.removed_fraction": 0.6}])
+                           "face.removed_fraction": 0.4}])
     assert group.add_verdicts(table)["verdict"][0] == "fail"
-    assert group.add_verdicts(table, threshold=50)["verdict"][0] == "pass"
+    assert group.add_verdicts(table, threshold=30)["verdict"][0] == "pass"
 
 
 # --- summary and recommendation ---
