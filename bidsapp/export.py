@@ -4,9 +4,10 @@
 
 - every anatomical image (the suffixes in :data:`bidsapp.bids.ANAT_SUFFIXES`) is replaced by
   one defacer's output from the participant level. An image is *refused* when that defacer
-  failed, left no output, changed no voxel, wrote an image off the input's grid, or altered
-  brain voxels; one refusal stops the whole export (nothing but the report is written) unless
-  ``force``. With ``force`` a defaced image that altered the brain or changed nothing is
+  failed, left no output, changed no voxel, wrote an image off the input's grid, altered
+  brain voxels, or when the group level's verdict for it is ``fail`` (the face remains, a face
+  is still detected, or the person was re-identified: ``verdicts``); one refusal stops the
+  whole export (nothing but the report is written) unless ``force``. With ``force`` a defaced image that altered the brain or changed nothing is
   shipped, and an image with no usable defaced version is left out with its sidecar
   (never shipped with its face);
 - every JSON file (sidecars, top-level inheritance files, ``participants.json``, ...) loses the
@@ -34,7 +35,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,7 @@ class ImageDecision:
     altered_voxels: int | None = None
     brain_altered_voxels: int | None = None
     brain_check: str = "unavailable"  # "record", "brain mask", "guard", "unavailable"
+    verdict: str | None = None  # the group level's verdict: "pass", "fail", "n/a" or None
     _defaced: Path | None = field(default=None, repr=False)
     _mask: Path | None = field(default=None, repr=False)
     _anat: AnatImage | None = field(default=None, repr=False)
@@ -133,7 +135,7 @@ class ImageDecision:
                 "source": self.source, "defacer_version": self.defacer_version,
                 "altered_voxels": self.altered_voxels,
                 "brain_altered_voxels": self.brain_altered_voxels,
-                "brain_check": self.brain_check}
+                "brain_check": self.brain_check, "verdict": self.verdict}
 
 
 @dataclass
@@ -211,7 +213,7 @@ class ExportReport:
             lines.append(f"  refused {image.image}: {'; '.join(image.reasons)}")
         if self.by_status("refused"):
             lines.append("  fix these (or force the export: forced images that altered the "
-                         "brain are shipped, images with no defaced version are left out)")
+                         "brain or failed the verdict are shipped, images with no defaced version are left out)")
         for image in self.by_status("forced") + self.by_status("omitted"):
             lines.append(f"  {image.status} {image.image}: {'; '.join(image.reasons)}")
         lines += [f"  problem: {problem}" for problem in self.problems]
@@ -317,7 +319,9 @@ def export_dataset(bids_dir: Path, output_dir: Path, export_dir: Path, defacer: 
                    force: bool = False, include_defacemask: bool = False,
                    scrub_fields: Sequence[str] = DEFAULT_SCRUB_FIELDS,
                    extra_fields: Sequence[str] = (), keep_fields: Sequence[str] = (),
-                   hardlink: bool = True) -> ExportReport:
+                   hardlink: bool = True,
+                   verdicts: Mapping[tuple[str, str], tuple[str, str]] | None = None
+                   ) -> ExportReport:
     """Write a shareable copy of ``bids_dir`` into ``export_dir`` (see the module docstring).
 
     ``output_dir`` holds bidsapp's participant-level results; ``defacer`` names the one whose
@@ -326,7 +330,9 @@ def export_dataset(bids_dir: Path, output_dir: Path, export_dir: Path, defacer: 
     failures raise nothing: the returned report says what happened (``exit_code`` 1) and is
     also written to :func:`report_path` ``(export_dir)``. ``hardlink=False`` copies every
     unchanged file instead of linking it (a hard link shares its bytes with the original:
-    editing it in place edits both).
+    editing it in place edits both). ``verdicts`` maps (image name without extension, defacer)
+    to the group level's ``(verdict, reason)`` (:func:`bidsapp.group.read_verdicts`): a ``fail``
+    refuses the image, a missing or ``n/a`` verdict is a warning (face removal not checked).
     """
     started = time.monotonic()
     bids_dir, output_dir, export_dir = (Path(os.path.abspath(p))
@@ -339,11 +345,16 @@ def export_dataset(bids_dir: Path, output_dir: Path, export_dir: Path, defacer: 
                           report_path=report_path(export_dir))
     images = [image for image in find_anatomical_images(load_layout(bids_dir))
               if _exported(_relative(image.path, bids_dir))]
-    report.images = [_decide(bids_dir, output_dir, image, defacer, force) for image in images]
+    report.images = [_decide(bids_dir, output_dir, image, defacer, force, verdicts)
+                     for image in images]
     for image in report.images:
         if image.brain_check == "unavailable" and image.shipped:
             report.warnings.append(f"{image.image}: brain preservation not checked (no brain "
                                    "metric in the record and no brain mask in output_dir)")
+        if verdicts is not None and image.shipped and image.verdict in (None, "n/a"):
+            report.warnings.append(f"{image.image}: no group verdict (face removal and "
+                                   "re-identification not measured: rerun the participant "
+                                   "level without --skip-metrics)")
 
     if report.by_status("refused"):
         report.status = "refused"
@@ -410,8 +421,18 @@ def _relative(path: Path, root: Path) -> str:
 
 # --- per-image decisions -------------------------------------------------------------------
 
+def image_name(path: Path) -> str:
+    """A NIfTI file's name without its extension, the group tables' ``image`` key.
+
+    >>> image_name(Path("sub-01/anat/sub-01_acq-se_T1w.nii.gz"))
+    'sub-01_acq-se_T1w'
+    """
+    return Path(path).name.split(".nii")[0]
+
+
 def _decide(bids_dir: Path, output_dir: Path, image: AnatImage, defacer: str,
-            force: bool) -> ImageDecision:
+            force: bool, verdicts: Mapping[tuple[str, str], tuple[str, str]] | None = None
+            ) -> ImageDecision:
     """Whether ``image`` can be shipped with ``defacer``'s output, and why not."""
     decision = ImageDecision(image=_relative(image.path, bids_dir), status="defaced",
                              _anat=image)
@@ -452,6 +473,11 @@ def _decide(bids_dir: Path, output_dir: Path, image: AnatImage, defacer: str,
         if altered_brain:
             amount = f"{count} brain voxel(s)" if count is not None else "brain voxels"
             doubtful.append(f"{defacer} altered {amount} (checked from the {how})")
+        if verdicts is not None:
+            decision.verdict, reason = verdicts.get((image_name(image.path), defacer),
+                                                    (None, ""))
+            if decision.verdict == "fail" and not altered_brain:
+                doubtful.append(f"the group verdict is fail: {reason}")
     decision.reasons = unusable + doubtful
     if decision.reasons:
         decision.status = "refused" if not force else ("omitted" if unusable else "forced")

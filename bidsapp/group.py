@@ -546,6 +546,22 @@ def write_group_outputs(output_dir: Path, found: Collection, *,
                         len({r.image for r in found.results + found.inputs}), len(subjects))
 
 
+def read_verdicts(output_dir: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """(image, defacer) -> (verdict, reason) from the ``group_<suffix>.tsv`` tables on disk."""
+    verdicts: dict[tuple[str, str], tuple[str, str]] = {}
+    for path in sorted(Path(output_dir).glob("group_*.tsv")):
+        if path.name == "group_summary.tsv":
+            continue
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        if not {"image", "defacer", "verdict"} <= set(table.columns):
+            continue
+        reasons = table["verdict_reason"] if "verdict_reason" in table else [""] * len(table)
+        for image, name, value, reason in zip(table["image"], table["defacer"],
+                                              table["verdict"], reasons):
+            verdicts[(image, name)] = (value, reason)
+    return verdicts
+
+
 def subject_of(image: str) -> str:
     """The participant label of an image key (``sub-01_T1w`` -> ``01``)."""
     match = re.match(r"sub-([A-Za-z0-9]+)", str(image))

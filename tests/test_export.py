@@ -30,6 +30,7 @@ from bidsapp.export import (
     ExportError,
     clean_nifti,
     export_dataset,
+    image_name,
     nifti_identifiers,
     report_path,
     scrub_fields_for,
@@ -476,6 +477,27 @@ def test_a_defacer_that_changed_nothing_is_refused(ds_faces, output_copy, tmp_pa
     _edit_record(_record(output_copy, ds_faces, HFP), altered_voxels=0)
     report = export_dataset(ds_faces, output_copy, tmp_path / "share", FAKE)
     assert report.status == "refused" and "changed no voxel" in _only(report, HFP).reasons[0]
+
+
+def test_a_failed_group_verdict_refuses_unless_forced(ds_faces, output_copy, tmp_path):
+    """The group level's verdict (face remains, re-identified) refuses; n/a only warns."""
+    names = {image_name(Path(i.path)): i for i in find_anatomical_images(load_layout(ds_faces))}
+    verdicts = {(name, FAKE): ("pass", "ok") for name in names}
+    verdicts[("sub-hfp_acq-fl2d_T1w", FAKE)] = ("fail", "re-identified: rank 1 at 0.41")
+    del verdicts[("sub-hfs_acq-fl2d_T1w", FAKE)]
+    refused = export_dataset(ds_faces, output_copy, tmp_path / "a", FAKE, verdicts=verdicts)
+    assert refused.status == "refused" and [i.image for i in refused.by_status("refused")] == [HFP]
+    assert _only(refused, HFP).reasons == ["the group verdict is fail: re-identified: rank 1 "
+                                           "at 0.41"]
+    assert _only(refused, HFP).verdict == "fail"
+    assert "re-identified" in refused.summary()
+    forced = export_dataset(ds_faces, output_copy, tmp_path / "b", FAKE, force=True,
+                            verdicts=verdicts)
+    assert forced.ok and _only(forced, HFP).status == "forced"
+    assert any(w.startswith("sub-hfs/anat/sub-hfs_acq-fl2d_T1w.nii.gz: no group verdict")
+               for w in forced.warnings)
+    saved = json.loads(report_path(tmp_path / "b").read_text())
+    assert {i["image"]: i["verdict"] for i in saved["images"]}[HFP] == "fail"
 
 
 def test_stale_result_off_the_input_grid_is_refused(ds_faces, output_copy, tmp_path):

@@ -100,8 +100,9 @@ def build_parser(*, with_defacer_table: bool = False) -> argparse.ArgumentParser
                         help="defacer whose images replace the originals (default: facecut when it "
                              "was run, else the only defacer run)")
     export.add_argument("--export-force", action="store_true",
-                        help="export even where that defacer failed, altered brain voxels or "
-                             "changed nothing (such images are marked in the report)")
+                        help="export even where that defacer failed, altered brain voxels, "
+                             "changed nothing or failed the group verdict (face remains or "
+                             "re-identified); such images are marked in the report")
     export.add_argument("--export-defacemask", action="store_true",
                         help="also write each image's _defacemask")
     export.add_argument("--export-copy", action="store_true",

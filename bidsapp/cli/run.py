@@ -84,6 +84,7 @@ def run_group_level(settings) -> int:
 
 def run_export(settings) -> int:
     from bidsapp.export import ExportError, export_dataset
+    from bidsapp.group import read_verdicts
 
     defacer = settings.export_defacer or _only_defacer_run(settings.output_dir)
     try:
@@ -92,7 +93,8 @@ def run_export(settings) -> int:
                                 include_defacemask=settings.export_defacemask,
                                 extra_fields=settings.scrub_fields,
                                 keep_fields=settings.keep_fields,
-                                hardlink=not settings.export_copy)
+                                hardlink=not settings.export_copy,
+                                verdicts=read_verdicts(settings.output_dir))
     except ExportError as exc:
         raise UsageError(str(exc)) from exc
     LOGGER.info(report.summary())
