@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 #: Percent of the face's skin that must be altered.
-FACE_REMOVED_MIN_PCT = 60.0
+FACE_REMOVED_MIN_PCT = 40.0
 #: Percent of each feature's skin (:data:`FEATURES`) that must be altered.
-FEATURE_REMOVED_MIN_PCT = 50.0
+FEATURE_REMOVED_MIN_PCT = 35.0
 #: The features whose removal is required (the chin is measured, not required).
-FEATURES = ("eyes", "nose", "mouth")
+FEATURES = ("nose", "mouth")
 
 
 def _missing(value: Any) -> bool:
