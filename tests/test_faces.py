@@ -73,3 +73,25 @@ def test_no_face_on_a_defaced_output_seen_with_the_original_cameras(testdata):
     assert set(seen.renders) == set(original.renders)
     best = seen.best
     assert best is None or best.score < original.best.score - 0.3
+
+
+@pytest.mark.parametrize("path", ["ds-faces/sub-ixi012/anat/sub-ixi012_T1w.nii.gz",
+                                  "ds-more/sub-infant/anat/sub-infant_T1w.nii.gz"])
+def test_regions_from_landmarks_on_an_adult_and_the_infant(testdata, path):
+    """Eyes above the nose above the mouth above the chin, centred on the face, each a real
+    skin area, placed from the landmarks (not brain proportions)."""
+    from test_metrics_face import reference_of
+
+    reference = reference_of(testdata / path)
+    geometry = reference.geometry
+    assert geometry.regions_from == "landmarks"
+    zs, xs = reference.grid.coords(2), reference.grid.coords(0)
+    height = {name: zs[np.nonzero(mask)[1]].mean() for name, mask in geometry.front.items()}
+    assert height["eyes"] > height["nose"] > height["mouth"] > height["chin"]
+    for name in ("eyes", "nose", "mouth", "chin"):
+        assert geometry.front[name].sum() * reference.grid.spacing**2 >= 100, name
+        centre = xs[np.nonzero(geometry.front[name])[0]].mean()
+        assert abs(centre - geometry.nose_tip[0]) < 15, name
+    # the nose tip is the most anterior point of the face
+    assert geometry.nose_tip[1] >= np.nanmax(reference.skin.maps.anterior[geometry.front["face"]])
+    assert reference.lower_face_in_fov

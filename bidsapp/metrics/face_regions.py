@@ -87,12 +87,13 @@ def landmark_geometry(points_mm: np.ndarray, maps: SkinMaps, grid: WorldGrid,
     for centre in eye_centres:
         eyes |= (a - centre @ h) ** 2 + (b - centre @ v) ** 2 <= (EYE_RADIUS_D * distance) ** 2
     chin_box = band(CHIN_HALF_D, bottom, nose_b - MOUTH_LOW_U * drop, base_a)
+    mouth_box = band(MOUTH_HALF_D, nose_b - MOUTH_LOW_U * drop, nose_b - MOUTH_TOP_U * drop,
+                     base_a)
     regions = {
         "face": face,
         "eyes": eyes & face,
         "nose": nose_box & face,
-        "mouth": band(MOUTH_HALF_D, nose_b - MOUTH_LOW_U * drop, nose_b - MOUTH_TOP_U * drop,
-                      base_a) & face,
+        "mouth": mouth_box & face,
         "chin": chin_box & face,
     }
     spacing = grid.spacing
@@ -100,4 +101,4 @@ def landmark_geometry(points_mm: np.ndarray, maps: SkinMaps, grid: WorldGrid,
     disc = face & ((ii - ix) ** 2 + (kk - iz) ** 2 <= (NOSE_TIP_RADIUS_MM / spacing) ** 2)
     disc[ix, iz] = True
     return replace(base, front=regions, nose_tip=tip, nose_index=(int(ix), int(iz)),
-                   nose_disc=disc, regions_from="landmarks", chin_box=chin_box)
+                   nose_disc=disc, regions_from="landmarks", lower_box=mouth_box)
