@@ -10,8 +10,8 @@ Reads only ``output_dir`` (records, figures, ratings) and writes into it:
   of renders and links to the participant reports (offline, self-contained but for the gallery's
   thumbnails, which are the participant reports' figure files).
 
-A result *passes* when its defacer succeeded, it altered no voxel of the original's brain mask
-and it removed at least :data:`FACE_REMOVED_MIN_PCT` percent of the face (see docs/reports.md).
+A result *passes* when :func:`bidsapp.verdicts.verdict` says so (defacer succeeded, brain
+preserved, face regions removed, no face detected, not re-identified; see docs/reports.md).
 The pure parts (:func:`aggregate`, :func:`add_verdicts`, :func:`summarise`, :func:`recommend`,
 :func:`read_ratings`, :func:`merge_ratings`) take and return DataFrames, for tests and benchmarks.
 """
@@ -22,7 +22,6 @@ import base64
 import csv
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Iterable
@@ -33,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bidsapp.verdicts import FACE_REMOVED_MIN_PCT, FEATURES, verdict
+
 LOGGER = logging.getLogger("bidsapp")
 
-#: A result passes only when at least this percentage of the face was removed.
-FACE_REMOVED_MIN_PCT = 80.0
 #: Rating values of the participant reports' widget.
 RATINGS = ("pass", "brain-cut", "face-remains", "other")
 #: Where the group level looks for exported ratings (``*.json`` and ``*.tsv``).
@@ -262,43 +261,24 @@ def add_headlines(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def verdict(status: Any, brain: float, face: float,
-            threshold: float = FACE_REMOVED_MIN_PCT, reidentified: Any = None
-            ) -> tuple[str, str]:
-    """``(verdict, reason)`` of one result: verdict is ``pass``, ``fail`` or ``n/a``.
-
-    >>> verdict("ok", 0, 95.0)
-    ('pass', 'no brain voxel altered; 95% of the face removed')
-    >>> verdict("ok", 12, 95.0)[0], verdict("ok", 0, 40.0)[0], verdict("ok", 0, float("nan"))[0]
-    ('fail', 'fail', 'n/a')
-    """
-    if status != "ok":
-        return "fail", "the defacer failed"
-    reasons = []
-    if brain is not None and not math.isnan(brain) and brain > 0:
-        reasons.append(f"{brain:.0f} brain voxel(s) altered")
-    if face is not None and not math.isnan(face) and face < threshold:
-        reasons.append(f"{face:.0f}% of the face removed (< {threshold:g}%)")
-    if reidentified is True:
-        reasons.append("re-identified by face recognition")
-    if reasons:
-        return "fail", "; ".join(reasons)
-    missing = [name for name, value in (("brain voxels altered", brain),
-                                        ("face removed", face))
-               if value is None or math.isnan(value)]
-    if missing:
-        return "n/a", f"metric(s) missing: {', '.join(missing)}"
-    return "pass", f"no brain voxel altered; {face:.0f}% of the face removed"
+def _column(table: pd.DataFrame, name: str) -> pd.Series:
+    """The record key ``name`` (exact or dotted suffix) as a column; None where absent."""
+    found = resolve([c for c in table.columns if c not in HEADLINES], [(name, 1)])
+    return table[found[0]] if found else pd.Series([None] * len(table), index=table.index)
 
 
 def add_verdicts(table: pd.DataFrame, *, threshold: float = FACE_REMOVED_MIN_PCT
                  ) -> pd.DataFrame:
-    """Headline columns, then ``verdict`` and ``verdict_reason`` for every row."""
+    """Headline columns, then ``verdict`` and ``verdict_reason`` for every row
+    (:func:`bidsapp.verdicts.verdict`)."""
     table = add_headlines(table)
-    matched = table[REIDENTIFIED] if REIDENTIFIED in table else [None] * len(table)
-    pairs = [verdict(s, b, f, threshold, m is True or m == "true") for s, b, f, m in
-             zip(table["status"], table["brain_voxels_altered"], table["face_removed_pct"],
-                 matched)]
+    features = {name: _numeric(_column(table, f"{name}_altered_pct")) for name in FEATURES}
+    reidentified = table[REIDENTIFIED] if REIDENTIFIED in table else _column(table, REIDENTIFIED)
+    pairs = [verdict(table["status"].iloc[i], table["brain_voxels_altered"].iloc[i],
+                     table["face_removed_pct"].iloc[i],
+                     {name: values.iloc[i] for name, values in features.items()},
+                     table["face_detected"].iloc[i], reidentified.iloc[i], face_min=threshold)
+             for i in range(len(table))]
     table["verdict"] = [p[0] for p in pairs]
     table["verdict_reason"] = [p[1] for p in pairs]
     return table

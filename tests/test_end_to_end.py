@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -15,6 +16,7 @@ from edgecases import run_bidsapp
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 NATIVE = ["quickshear", "deepdefacer", "facemask"]
+RATINGS = Path(__file__).parent / "data" / "visual_ratings.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,34 @@ def faces_run(ds_faces, tmp_path_factory):
     print(f"\nparticipant run on ds-faces: {timings}")
     return {"out": root / "out", "first": first, "second": second, "timings": timings,
             "before": before}
+
+
+@pytest.fixture(scope="module")
+def more_run(testdata, tmp_path_factory):
+    """One participant-level run on ds-more (an infant and an adult, 2 images)."""
+    root = tmp_path_factory.mktemp("e2e-more")
+    proc, seconds = run_bidsapp(testdata / "ds-more", root / "out", "participant", "-w",
+                                root / "work", "--nprocs", 2, "--defacers", *NATIVE)
+    print(f"\nparticipant run on ds-more: {seconds:.1f} s")
+    return {"out": root / "out", "proc": proc}
+
+
+def test_verdict_agrees_with_the_visual_ratings(faces_run, more_run):
+    """The verdict of every rated result of the two runs against tests/data/visual_ratings.tsv."""
+    import pandas as pd
+
+    from bidsapp import group
+
+    ratings = pd.read_csv(RATINGS, sep="\t", comment="#")
+    tables = [group.aggregate(faces_run["out"]).assign(dataset="ds-faces"),
+              group.aggregate(more_run["out"]).assign(dataset="ds-more")]
+    table = pd.concat(tables).merge(ratings, on=["dataset", "image", "defacer"])
+    assert len(table) >= 0.9 * len(ratings[ratings["defacer"].isin(NATIVE)])
+    table["agrees"] = (table["verdict"] == "pass") == (table["rating"] == "pass")
+    shown = ["image", "defacer", "rating", "verdict", "verdict_reason", "notes"]
+    print(f"\nverdict agrees with the ratings on {table['agrees'].sum()} of {len(table)}")
+    print(table.loc[~table["agrees"], shown].to_string(index=False))
+    assert table["agrees"].mean() >= 0.9
 
 
 def test_exit_code_and_summary(faces_run):

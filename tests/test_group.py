@@ -99,7 +99,7 @@ def test_verdicts():
     table = pd.DataFrame([
         {"status": "ok", brain: 0, face: 95.0},
         {"status": "ok", brain: 3, face: 95.0},
-        {"status": "ok", brain: 0, face: 50.0},
+        {"status": "ok", brain: 0, face: 30.0},
         {"status": "ok", brain: 0},
         {"status": "ok", brain: 9},
         {"status": "failed"},
@@ -107,15 +107,15 @@ def test_verdicts():
     out = group.add_verdicts(table)
     assert list(out["verdict"]) == ["pass", "fail", "fail", "n/a", "fail", "fail"]
     assert "3 brain voxel(s) altered" in out["verdict_reason"][1]
-    assert "50% of the face removed (< 80%)" in out["verdict_reason"][2]
+    assert f"30% of the face removed (< {group.FACE_REMOVED_MIN_PCT:g}%)" in out["verdict_reason"][2]
     assert out["verdict_reason"][3] == "metric(s) missing: face removed"
 
 
 def test_threshold_is_a_parameter():
     table = pd.DataFrame([{"status": "ok", "metrics.brain_changed_voxels": 0,
-                           "metrics.face_altered_pct": 60.0}])
+                           "metrics.face_altered_pct": 35.0}])
     assert group.add_verdicts(table)["verdict"][0] == "fail"
-    assert group.add_verdicts(table, threshold=50)["verdict"][0] == "pass"
+    assert group.add_verdicts(table, threshold=30)["verdict"][0] == "pass"
 
 
 # --- summary and recommendation ---
@@ -123,7 +123,7 @@ def test_threshold_is_a_parameter():
 def test_summary_and_recommendation(tmp_path):
     make_results(tmp_path, subjects=("01", "02", "03"),
                  defacers=("quickshear", "deepdefacer", "facemask"),
-                 values={("02", "quickshear"): (0, 0.55), ("03", "deepdefacer"): (40, 0.97)},
+                 values={("02", "quickshear"): (0, 0.25), ("03", "deepdefacer"): (40, 0.97)},
                  fail=[("01", "facemask")])
     table = group.aggregate(tmp_path)
     summary = group.summarise(table)
@@ -132,7 +132,7 @@ def test_summary_and_recommendation(tmp_path):
     assert list(summary["defacer"]) == ["quickshear", "deepdefacer", "facemask"]  # registry order
     assert rows.loc["quickshear", "n_pass"] == 2 and rows.loc["quickshear", "n_fail"] == 1
     assert rows.loc["quickshear", "pass_rate"] == pytest.approx(2 / 3)
-    assert rows.loc["quickshear", "face_removed_pct_min"] == low["face_removed_pct"].iloc[0] < 60
+    assert rows.loc["quickshear", "face_removed_pct_min"] == low["face_removed_pct"].iloc[0] < 40
     assert rows.loc["deepdefacer", "n_brain_altered"] == 1
     assert rows.loc["deepdefacer", "brain_voxels_altered_max"] == 40
     assert rows.loc["facemask", "n_failed"] == 1 and rows.loc["facemask", "n_images"] == 3

@@ -1,5 +1,5 @@
-"""Skin renders and the face detector: deterministic, face forward whatever the voxel order,
-calibrated on ds-faces (faces found) and ds-defaced (none), and the already-defaced check."""
+"""Skin renders and dlib's CNN detector inside the metrics: deterministic, the same face
+whatever the voxel order, faces on ds-faces, none on ds-defaced, and the already-defaced check."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from nibabel import orientations
 from test_metrics_face import reference_of
 
-from bidsapp.metrics import OriginalReference, defacing_metrics, input_face_check
-from bidsapp.metrics import render as R
+from bidsapp.faces.detect import detect
+from bidsapp.faces.render import render
+from bidsapp.metrics import PROBE_VIEWS, OriginalReference, defacing_metrics, input_face_check
 
 
 @pytest.fixture(scope="module")
@@ -19,40 +20,42 @@ def ixi012(ds_faces):
 
 
 def test_renders_are_grey_images_and_deterministic(ixi012):
-    renders = ixi012.skin.renders
-    assert set(renders) == set(R.VIEWS)
-    for view, image in renders.items():
-        assert image.shape == (R.SIZE, R.SIZE) and image.dtype == np.uint8
-        again = R.render(R.skin_mesh(ixi012.skin.head, ixi012.grid.affine), ixi012.cameras[view])
-        assert np.array_equal(again, image), view
-    # the head fills the frame, on a black background
-    assert (renders["front"] > 0).mean() > 0.3
-    assert renders["front"][0, 0] == 0
+    faces = ixi012.skin.faces
+    assert set(faces.renders) == set(faces.cameras) and len(faces.cameras) == 9
+    for view, rendered in faces.renders.items():
+        size = faces.cameras[view].size
+        assert rendered.image.shape == (size, size) and rendered.image.dtype == np.uint8
+        again = render(ixi012.skin.points, faces.cameras[view], ixi012.grid.spacing)
+        assert np.array_equal(again.image, rendered.image), view
+    front = faces.renders["y+0p+0"].image
+    assert (front > 0).mean() > 0.3 and front[0, 0] == 0  # head on a black background
 
 
-def test_the_face_is_found_on_the_front_render(ixi012):
-    found = ixi012.skin.detections["front"]
-    assert found.found and found.score >= R.SCORE_THRESHOLD
-    x, _, width, _ = found.box
-    assert width >= R.MIN_SIZE and 0 <= x and x + width <= R.SIZE
-    assert input_face_check(ixi012)["input_already_defaced"] is False
+def test_the_face_is_found_on_the_original(ixi012):
+    best = ixi012.skin.faces.best
+    assert best is not None and best.score > 0.8
+    assert set(ixi012.cameras) <= set(ixi012.skin.faces.cameras)
+    assert len(ixi012.cameras) == PROBE_VIEWS
+    check = input_face_check(ixi012)
+    assert check["input_already_defaced"] is False
+    assert check["input_face_regions_from"] == "landmarks"
 
 
-def test_nothing_is_found_on_a_blank_image():
-    found = R.detect_face(np.zeros((R.SIZE, R.SIZE), dtype=np.uint8))
-    assert not found.found and np.isnan(found.score) and found.box is None
+def test_nothing_is_found_on_a_blank_image(ixi012):
+    camera = ixi012.skin.faces.cameras["y+0p+0"]
+    assert detect(render(np.zeros((0, 3)), camera, 1.5)) is None
 
 
-def test_renders_do_not_depend_on_the_voxel_order(ixi012):
+def test_detection_does_not_depend_on_the_voxel_order(ixi012):
     ornt = np.array([[1, -1], [2, 1], [0, -1]])
     image = ixi012.image
     affine = image.affine @ orientations.inv_ornt_aff(ornt, image.shape[:3])
     data = orientations.apply_orientation(np.asanyarray(image.dataobj), ornt)
     brain = orientations.apply_orientation(ixi012.brain_mask, ornt)
     other = OriginalReference.build(nib.Nifti1Image(data, affine), brain)
-    for view in R.VIEWS:
-        differ = other.skin.renders[view] != ixi012.skin.renders[view]
-        assert differ.mean() < 0.01, view
+    ours, theirs = ixi012.skin.faces.faces, other.skin.faces.faces
+    assert [v for v in ours if ours[v]] == [v for v in theirs if theirs[v]]
+    assert other.skin.faces.best.score == pytest.approx(ixi012.skin.faces.best.score, abs=0.05)
 
 
 def test_a_sheared_face_is_not_found(ixi012):
@@ -64,18 +67,19 @@ def test_a_sheared_face_is_not_found(ixi012):
     kept = np.asanyarray(quickshear(ones, mask, buff=10).dataobj).astype(bool)
     defaced = nib.Nifti1Image(np.where(kept, np.asanyarray(image.dataobj), 0), image.affine)
     record = defacing_metrics(ixi012, defaced, downstream=False)
-    assert record["face_detected"] is False
-    assert record["face_detected_front"] is False
+    assert record["face_detected"] is False and np.isnan(record["face_score"])
+    assert record["face_views"] == PROBE_VIEWS and record["face_box"] is None
     same = defacing_metrics(ixi012, image, downstream=False)
     assert same["face_detected"] is True
-    assert same["face_score_front"] == pytest.approx(ixi012.skin.detections["front"].score)
+    best = max(f.score for v, f in ixi012.skin.faces.faces.items() if v in ixi012.cameras)
+    assert same["face_score"] == pytest.approx(best)
 
 
 def test_records_have_the_same_keys_whatever_is_skipped(ixi012):
     full = defacing_metrics(ixi012, ixi012.image)  # bit-identical: downstream not rerun
     bare = defacing_metrics(ixi012, ixi012.image, downstream=False, render=False)
-    assert list(full) == list(bare)
-    assert bare["face_detected"] is None and np.isnan(bare["face_score_front"])
+    assert set(bare) <= set(full)
+    assert bare["face_detected"] is None and np.isnan(bare["face_score"])
     assert np.isnan(bare["bet_dice"]) and full["bet_dice"] == 1.0
 
 

@@ -20,10 +20,13 @@ import numpy as np
 from bidsapp.metrics import brain as _brain
 from bidsapp.metrics import downstream as _downstream
 from bidsapp.metrics import face as _face
-from bidsapp.metrics import render as _render
+from bidsapp.faces import detect as _detect
+from bidsapp.faces import render as _faces_render
+from bidsapp.faces import views as _views
+from bidsapp.metrics import face_regions as _regions
 
-#: A defaced render counts as "face found" from this view set (the calibrated detector).
-DETECTION_VIEWS = tuple(_render.VIEWS)
+#: A defaced output is seen from at most this many of the original's views.
+PROBE_VIEWS = 5
 #: A face with at least this percentage painted with the image maximum is a refacer's shell.
 PAINTED_PCT = 10.0
 
@@ -51,30 +54,35 @@ def _float(data: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Skin:
-    """Head mask on the world grid, its skin depth maps, mesh and renders with detections."""
+    """Head mask on the world grid, its skin depth maps, skin points and the face views
+    (renders with dlib's detection on each; None when not rendered)."""
 
     head: np.ndarray
     maps: _face.SkinMaps
-    renders: dict[str, np.ndarray]
-    detections: dict[str, _render.Detection]
+    points: np.ndarray | None = None
+    faces: _detect.FaceViews | None = None
 
 
 def _skin(volume_world: np.ndarray, threshold: float, fov: np.ndarray, grid: _face.WorldGrid,
-          cameras: dict[str, _render.Camera] | None, timings: dict[str, float] | None,
-          render: bool = True) -> tuple[Skin, _render.Mesh | None]:
+          timings: dict[str, float] | None, render: bool = True) -> Skin:
     with _timed(timings, "face"):
         head = _face.head_mask(volume_world, threshold)
         maps = _face.skin_maps(head, fov, grid)
-    renders, detections, mesh = {}, {}, None
+    points = None
     if render:
-        with _timed(timings, "reid"):
-            mesh = _render.skin_mesh(head, grid.affine)
-            if cameras is None:
-                cameras = {view: _render.frame(mesh, az) for view, az in _render.VIEWS.items()}
-            for view, camera in cameras.items():
-                renders[view] = _render.render(mesh, camera)
-                detections[view] = _render.detect_face(renders[view])
-    return Skin(head, maps, renders, detections), mesh
+        with _timed(timings, "detection"):
+            points = _faces_render.skin_points(head, grid.affine)
+    return Skin(head, maps, points)
+
+
+def probe_cameras(faces: _detect.FaceViews | None) -> dict[str, _views.Camera]:
+    """The cameras a defaced output is seen from: the original's views where its face was
+    found, best first, at most :data:`PROBE_VIEWS` (the first ones of the grid without any)."""
+    if faces is None:
+        return {}
+    found = sorted((f for f in faces.faces.values() if f is not None), key=lambda f: -f.score)
+    names = [f.view for f in found][:PROBE_VIEWS] or list(faces.cameras)[:PROBE_VIEWS]
+    return {name: faces.cameras[name] for name in names}
 
 
 @dataclass
@@ -95,7 +103,7 @@ class OriginalReference:
     brain_median: float
     skin: Skin
     geometry: _face.FaceGeometry | None
-    cameras: dict[str, _render.Camera]
+    cameras: dict[str, _views.Camera]
     painted_pct: float
     lower_face_in_fov: bool
     margin_mm: float = _brain.MARGIN_MM
@@ -126,15 +134,19 @@ class OriginalReference:
             brain_world = _face.to_world(grid, image, brain_mask) > 0.5
             threshold = _face.head_threshold(values, brain_mask)
             median = float(np.median(values[brain_mask])) if brain_mask.any() else float("nan")
-        skin, mesh = _skin(volume_world, threshold, fov, grid, None, timings, render)
+        skin = _skin(volume_world, threshold, fov, grid, timings, render)
         with _timed(timings, "face"):
             geometry = _face.locate_face(skin.maps, brain_world, grid)
+        if skin.points is not None:
+            with _timed(timings, "detection"):
+                guess = geometry.nose_tip if geometry is not None else None
+                skin.faces = _detect.see_original(skin.points, grid.spacing, guess)
+            geometry = _landmark_geometry(skin, grid, geometry)
+        with _timed(timings, "face"):
             painted = _face.painted_face_pct(volume_world, skin.maps, geometry, grid,
                                              float(values.max()))
             in_fov = _face.lower_face_in_fov(fov, geometry, grid)
-        cameras = {}
-        if mesh is not None:
-            cameras = {view: _render.frame(mesh, az) for view, az in _render.VIEWS.items()}
+        cameras = probe_cameras(skin.faces)
         return cls(image=image, data=data, brain_mask=brain_mask, grid=grid,
                    fov=fov, brain_world=brain_world, threshold=threshold, brain_median=median,
                    skin=skin, geometry=geometry, cameras=cameras, painted_pct=painted,
@@ -188,22 +200,38 @@ def defaced_skin(reference: OriginalReference, defaced: nib.Nifti1Image, *,
             if np.isfinite(median) and median > 0 and reference.brain_median > 0:
                 threshold *= median / reference.brain_median
         volume_world = _face.to_world(reference.grid, defaced, values)
-    skin, _ = _skin(volume_world, threshold, reference.fov, reference.grid, reference.cameras,
-                    timings, render and bool(reference.cameras))
+    skin = _skin(volume_world, threshold, reference.fov, reference.grid, timings,
+                 render and bool(reference.cameras))
+    if skin.points is not None:
+        with _timed(timings, "detection"):
+            skin.faces = _detect.see(skin.points, reference.grid.spacing, reference.cameras)
     return skin, values, volume_world
 
 
-def _detection_keys(detections: dict[str, _render.Detection], painted_pct: float
-                    ) -> dict[str, Any]:
-    """Haar answers per view, and the verdict: a face found in a view and not painted."""
+def _landmark_geometry(skin: Skin, grid: _face.WorldGrid,
+                       geometry: _face.FaceGeometry | None) -> _face.FaceGeometry | None:
+    """The face regions from the original's best detection, when it gives any."""
+    best = skin.faces.best if skin.faces is not None else None
+    if best is None or geometry is None:
+        return geometry
+    points = skin.faces.renders[best.view].world(best.landmarks[:, 0], best.landmarks[:, 1])
+    return _regions.landmark_geometry(points, skin.maps, grid, geometry) or geometry
+
+
+def _detection_keys(faces: _detect.FaceViews | None, painted_pct: float) -> dict[str, Any]:
+    """dlib's answers per view, the best one, and the verdict: a face found and not painted."""
     out: dict[str, Any] = {}
-    for view in _render.VIEWS:
-        found = detections.get(view)
-        out[f"face_detected_{view}"] = None if found is None else found.found
-        out[f"face_score_{view}"] = float("nan") if found is None else found.score
+    if faces is not None:
+        for view, face in faces.faces.items():
+            out[f"face_score_{view}"] = float("nan") if face is None else face.score
+    best = faces.best if faces is not None else None
+    out["face_score"] = float("nan") if best is None else best.score
+    out["face_view"] = None if best is None else best.view
+    out["face_box"] = None if best is None else list(best.box)
+    out["face_views"] = 0 if faces is None else len(faces.faces)
     out["painted_face_pct"] = painted_pct
-    flags = [d.found for v, d in detections.items() if v in DETECTION_VIEWS]
-    out["face_detected"] = (any(flags) and not _painted(painted_pct)) if flags else None
+    out["face_detected"] = (None if not faces or not faces.faces
+                            else best is not None and not _painted(painted_pct))
     return out
 
 
@@ -234,9 +262,11 @@ def defacing_metrics(reference: OriginalReference, defaced: nib.Nifti1Image,
         record.update(_face.surface_change(reference.skin.maps, skin.maps, reference.geometry,
                                            reference.grid.spacing))
         record["surface_tolerance_mm"] = _face.TOLERANCE_MM
+        record["face_regions_from"] = (None if reference.geometry is None
+                                       else reference.geometry.regions_from)
         painted = _face.painted_face_pct(volume_world, skin.maps, reference.geometry,
                                          reference.grid, float(values.max()))
-    record.update(_detection_keys(skin.detections, painted))
+    record.update(_detection_keys(skin.faces, painted))
     if downstream and record["changed_voxels"] == 0:
         # bit-identical input: the deterministic steps would give the original's answers
         record.update(_downstream.compare(reference.brain_mask, reference.volumes,
@@ -258,7 +288,7 @@ def input_face_check(reference: OriginalReference) -> dict[str, Any]:
     calibrated detector finds no face, or when the face is a refacer's painted shell. Images
     whose field of view stops above the mouth cannot be judged and are not flagged.
     """
-    keys = _detection_keys(reference.skin.detections, reference.painted_pct)
+    keys = _detection_keys(reference.skin.faces, reference.painted_pct)
     record = {f"input_{k}": v for k, v in keys.items()}
     painted = _painted(reference.painted_pct)
     detected = bool(record["input_face_detected"])
@@ -270,11 +300,13 @@ def input_face_check(reference: OriginalReference) -> dict[str, Any]:
         reason, flagged = "face found", False
     elif not reference.lower_face_in_fov:
         reason, flagged = "field of view stops above the mouth: not judged", False
-    elif not reference.skin.detections:
+    elif reference.skin.faces is None:
         reason, flagged = "not rendered: not judged", False
     else:
         reason, flagged = "no face found", True
     record.update(input_face_in_fov=reference.lower_face_in_fov,
+                  input_face_regions_from=(None if reference.geometry is None
+                                           else reference.geometry.regions_from),
                   input_already_defaced=flagged, input_face_check=reason)
     return record
 

@@ -217,6 +217,8 @@ class FaceGeometry:
     brain_centre: tuple[float, float, float]
     brain_low: float
     length: float
+    regions_from: str = "brain-geometry"
+    lower_box: np.ndarray | None = None
 
 
 def _pinna(side: np.ndarray, box: np.ndarray, spacing: float) -> np.ndarray:
@@ -282,6 +284,9 @@ def lower_face_in_fov(fov: np.ndarray, geometry: FaceGeometry | None, grid: Worl
         return False
     xs, ys, zs = grid.coords(0), grid.coords(1), grid.coords(2)
     front = fov[:, ys >= geometry.brain_centre[1], :].any(axis=1)
+    if geometry.lower_box is not None:
+        lower = geometry.lower_box
+        return bool(lower.any() and front[lower].mean() >= LOWER_FACE_FOV)
     half, bottom, top = CHIN_BOX
     dx = (xs[:, None] - geometry.nose_tip[0]) / geometry.length
     dz = (zs[None, :] - geometry.nose_tip[2]) / geometry.length
