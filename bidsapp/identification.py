@@ -338,7 +338,7 @@ def attack_dataset(bids_dir, output_dir, keys: Iterable[str], results: Iterable[
                       "(the originals are the attack's gallery)"]
     try:
         images = [i for i in find_anatomical_images(load_layout(Path(bids_dir)))
-                  if i.key in wanted]
+                  if i.key in wanted and i.path.name.split(".nii")[0] == i.key]
     except Exception as exc:  # pybids refusing the dataset must not stop the group level
         return None, [f"identification attack not run: cannot index {bids_dir} ({exc})"]
     if not images:
