@@ -146,7 +146,9 @@ def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
 
 def run_participant(settings) -> int:
     from bidsapp import outputs
-    from bidsapp.bids import check_dataset, check_image, find_anatomical_images, load_layout
+    from bidsapp.bids import (
+        check_dataset, check_image, check_sidecars, find_anatomical_images, load_layout,
+    )
     from bidsapp.workflows.participant import plan_images
 
     start = time.time()
@@ -173,6 +175,9 @@ def run_participant(settings) -> int:
     if dataset_problem:  # reported and counted, but every image is still defaced
         LOGGER.error("input problem: %s", dataset_problem)
         failures.append(("dataset", "dataset", dataset_problem, None))
+    for problem in check_sidecars(images, settings.bids_dir):  # reported; images still defaced
+        LOGGER.error("input problem: %s", problem)
+        failures.append(("sidecar", "dataset", problem, None))
     problems, valid = {}, []
     for image in images:
         problem = check_image(image.path)
@@ -187,6 +192,9 @@ def run_participant(settings) -> int:
                 _version(), len(images), len({i.subject for i in images}),
                 ", ".join(settings.defacers))
     records = {image.key: _input_record(image) for image in valid}
+    for record in records.values():
+        if record.get("orientation_warning"):
+            LOGGER.warning("input warning: %s", record["orientation_warning"])
     failures += [(image.key, "input", problems[image.key], None)
                  for image in images if image.key in problems]
     if valid:
@@ -244,10 +252,15 @@ def _input_record(image) -> dict:
     import nibabel as nib
     import numpy as np
 
+    from bidsapp.bids import orientation_problem
+
     img = nib.load(str(image.path))
+    warning = orientation_problem(image.path)
     return {"status": "ok", "error": None, "shape": list(img.shape[:3]),
+            "input_shape": list(img.shape),
             "zooms_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]],
             "orientation": "".join(nib.aff2axcodes(img.affine)),
+            "orientation_in_header": warning is None, "orientation_warning": warning,
             "dtype": str(img.get_data_dtype()),
             "oblique": bool(np.abs(nib.affines.obliquity(img.affine)).max() > 1e-3)}
 
