@@ -277,10 +277,15 @@ def _run_workflow(settings, images, records) -> list[tuple]:
     log_dir = settings.output_dir / "logs"
     _setup_nipype(log_dir, log_dir / "crash", settings.verbosity)
     top = pe.Workflow(name="bidsapp_wf", base_dir=str(settings.work_dir))
+    from bidsapp.io import as_3d_copy
+
+    sources = {image.key: as_3d_copy(image.path, settings.work_dir / "inputs_3d")
+               for image in images}  # single-volume 4D images are processed as 3D
     for subject in subjects:
         mine = [image for image in images if image.subject == subject]
         sub_wf = init_participant_wf(settings=settings, subject=subject, images=mine,
-                                     input_records=records, defacers=list(settings.defacers))
+                                     input_records=records, defacers=list(settings.defacers),
+                                     sources=sources)
         crash_dir = participant_log_dir(settings.output_dir, subject) / "crash"
         sub_wf.config["execution"] = {"crashdump_dir": str(crash_dir)}
         top.add_nodes([sub_wf])
@@ -391,6 +396,8 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
         if any(f[0] == image.key and f[1] == "input" for f in failures):
             problems.append(f"{image.key}: {next(f[2] for f in failures if f[0] == image.key)}")
             continue
+        problems += _measurement_problems(
+            image.key, output_path(settings.output_dir, image, desc="original", ext=".json"))
         for name in settings.defacers:
             sidecar = output_path(settings.output_dir, image, desc=name, ext=".json")
             try:
@@ -405,6 +412,8 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
             if record.get("status") != "ok":
                 problems.append(f"{image.key} / {name}: {record.get('error')} "
                                 f"(log: {settings.output_dir / record.get('log', 'logs')})")
+            else:
+                problems += _measurement_problems(f"{image.key} / {name}", sidecar, record)
     for name, kind, _, where in failures:
         if kind == "crash" and name not in explained:
             problems.append(f"{name}: {crashes[name]} (crash file under {log_dir}; "
@@ -420,6 +429,22 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
             print(f"  - {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _measurement_problems(label: str, sidecar: Path, record: dict | None = None) -> list[str]:
+    """A record's failed metric families and a failed orientation check, one line each."""
+    if record is None:
+        try:
+            record = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            return []
+    lines = [f"{label}: {family} metrics failed: {reason} (the defaced images are kept)"
+             for family, reason in (record.get("measurement_errors") or {}).items()]
+    check = record.get("orientation_check") or {}
+    if check.get("agrees") is False:
+        lines.append(f"{label}: {record.get('orientation_warning') or 'orientation'}; "
+                     f"{check.get('check')}")
+    return lines
 
 
 def _crashes_of(crashes: dict[str, str], image_key: str, defacer: str) -> list[str]:
