@@ -85,7 +85,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
     plans = plan_images(images)
     sources = sources or {}
 
-    def source(image: AnatImage) -> str:
+    def input_of(image: AnatImage) -> str:
         return str(sources.get(image.key, image.path))
 
     # direct images first, so a carried-over image can find its T1w's nodes
@@ -96,13 +96,13 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         sink_original.inputs.record = {**input_records.get(key, {}), "mode": plan.mode,
                                        "reference_t1w": plan.reference.key if plan.reference else None}
         if plan.reference is None:
-            mask_node = pe.Node(BrainMask(in_file=source(image), threads=threads),
+            mask_node = pe.Node(BrainMask(in_file=input_of(image), threads=threads),
                                 name=node_name("brainmask", key), n_procs=threads, mem_gb=1.5)
             mask_field = "out_mask"
             coreg = None
         else:
             ref_node, ref_field = masks[plan.reference.key]
-            coreg = pe.Node(Coregister(target=source(image), t1w=source(plan.reference),
+            coreg = pe.Node(Coregister(target=input_of(image), t1w=input_of(plan.reference),
                                        seed=settings.seed, threads=threads),
                             name=node_name("coreg", key), n_procs=threads, mem_gb=1.0)
             workflow.connect(ref_node, ref_field, coreg, "t1w_brain_mask")
@@ -112,7 +112,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
         measure = None
         if not settings.skip_metrics and defacers:
-            measure = pe.Node(Measure(in_file=source(image), defacers=list(defacers),
+            measure = pe.Node(Measure(in_file=input_of(image), defacers=list(defacers),
                                       seed=settings.seed, threads=threads),
                               name=node_name("measure", key), n_procs=threads, mem_gb=4.0)
             measure.bidsapp_label = f"metrics {key}"
@@ -132,7 +132,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         for index, name_ in enumerate(defacers, start=1):
             defacer = get_defacer(name_)
             deface = pe.Node(
-                Deface(defacer=name_, in_file=source(image),
+                Deface(defacer=name_, in_file=input_of(image),
                        guard=settings.guard_for(defacer.guard_by_default),
                        guard_margin_mm=settings.guard_margin_mm, seed=settings.seed,
                        threads=threads, options=options),
@@ -142,7 +142,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
             workflow.connect(mask_node, mask_field, deface, "brain_mask")
             if coreg is not None:
                 source = deface_nodes[(name_, plan.reference.key)]
-                deface.inputs.source_image = source(plan.reference)
+                deface.inputs.source_image = input_of(plan.reference)
                 workflow.connect([(coreg, deface, [("transform", "transform")]),
                                   (source, deface, [("record", "source_record"),
                                                     ("altered", "source_altered")])])
