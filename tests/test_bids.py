@@ -112,7 +112,8 @@ def test_unusual_but_valid_images_pass(tmp_path, head, case):
 
 
 def test_every_real_image_passes(testdata):
-    paths = sorted(testdata.glob("*/sub-*/anat/*.nii.gz")) + sorted(testdata.glob("pairs/*.nii.gz"))
+    paths = sorted(testdata.glob("*/sub-*/anat/*.nii.gz"))
+    paths += sorted(testdata.glob("pairs/*.nii.gz"))
     assert len(paths) >= 17
     assert [str(p) for p in paths if check_image(p)] == []
 

@@ -87,7 +87,8 @@ def test_single_volume_4d_steps_read_a_3d_copy(ds_faces, tmp_path):
     path = write_case("fourd1", tmp_path / "sub-x_T1w.nii.gz", head)
     copy = as_3d_copy(path, tmp_path / "copies")
     assert nib.load(copy).shape == nib.load(head).shape and as_3d_copy(head, tmp_path) == head
-    assert np.array_equal(np.asanyarray(nib.load(copy).dataobj), np.asanyarray(nib.load(head).dataobj))
+    assert np.array_equal(np.asanyarray(nib.load(copy).dataobj),
+                          np.asanyarray(nib.load(head).dataobj))
     mtime = copy.stat().st_mtime_ns
     assert as_3d_copy(path, tmp_path / "copies") == copy and copy.stat().st_mtime_ns == mtime
     image = AnatImage(path, (("sub", "x"),), "T1w")
