@@ -66,3 +66,19 @@ def test_measure_image_on_a_good_mask_has_no_error(quickshear_result, tmp_path):
     assert "measurement_errors" not in entry
     assert entry["metrics"]["bet_dice"] > 0.9 and entry["iqms"]["original_masks"]["delta"]
     assert out["input"]["iqms"]["cjv"] > 0 and "orientation_check" not in out["input"]
+
+
+def test_orientation_check_on_a_real_head(quickshear_result):
+    """The head is stored in RAS voxel order: read in those axes its face and neck are in front
+    of and below the brain; read with the axes of a sagittal (PSR-like) storage they are not."""
+    from bidsapp.metrics.face import head_mask, head_threshold
+    from bidsapp.metrics.orientation import orientation_check
+
+    image, brain = quickshear_result["image_nii"], quickshear_result["brain"]
+    data = np.asanyarray(image.dataobj).astype(np.float32)
+    head = head_mask(data, head_threshold(data, brain))
+    assert orientation_check(head, brain, 2.0)["agrees"] is True
+    # stored order read as if it were (P, S, R): axis 0 <- -y, 1 <- z, 2 <- x
+    wrong = orientation_check(np.flip(head.transpose(1, 2, 0), 0),
+                              np.flip(brain.transpose(1, 2, 0), 0), 2.0)
+    assert wrong["agrees"] is False and "probably wrong" in wrong["check"]
