@@ -17,7 +17,7 @@ $(BIN)/bidsapp: pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[test,docs]"
 	# Wheels whose declared dependencies are obsolete; we use only their data (model, templates).
-	$(BIN)/pip install --quiet --no-deps deepdefacer==2.1.2 pydeface==2.1.0 mriqc==24.0.2
+	$(BIN)/pip install --quiet --no-deps deepdefacer==2.1.2 mriqc==24.0.2
 	touch $@
 
 install: $(BIN)/bidsapp

@@ -51,11 +51,16 @@ class AnatImage:
 
 
 def load_layout(bids_dir: Path):
-    """A read-only pybids layout (no validation, no database written anywhere)."""
-    os.environ.setdefault("NIPYPE_NO_ET", "1")
-    from bids import BIDSLayout
+    """A read-only pybids layout (no validation, no database written anywhere).
 
-    return BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    Sidecar metadata is not indexed: defacing needs none, and one sidecar that is not valid
+    JSON would stop pybids for the whole dataset (:func:`check_sidecars` names it instead).
+    """
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    from bids import BIDSLayout, BIDSLayoutIndexer
+
+    indexer = BIDSLayoutIndexer(validate=False, index_metadata=False)
+    return BIDSLayout(str(bids_dir), validate=False, derivatives=False, indexer=indexer)
 
 
 def find_anatomical_images(layout, *, subjects=(), sessions=(), suffixes=()) -> list[AnatImage]:
@@ -77,7 +82,9 @@ def find_anatomical_images(layout, *, subjects=(), sessions=(), suffixes=()) -> 
 def check_image(path: Path) -> str | None:
     """Why the image at ``path`` cannot be defaced, or None when it is fine.
 
-    Reads every voxel, so truncated or corrupt files are caught here rather than mid-run.
+    Checks the voxel type, shape, voxel sizes, scaling and transforms in the header, then
+    reads every voxel, so truncated or corrupt files are caught here rather than mid-run.
+    The classes of problems are listed in ``docs/reliability.md``.
     """
     if path.is_symlink() and not path.exists():
         return (f"{path}: broken symbolic link (an unfetched DataLad/git-annex file?); "
@@ -92,13 +99,9 @@ def check_image(path: Path) -> str | None:
         return f"{path}: not readable (permission denied); give the user read access"
     except Exception as exc:
         return f"{path}: cannot be read as NIfTI ({_short(exc)}); re-export or re-convert it"
-    shape = image.shape
-    squeezed = tuple(s for s in shape if s > 1)
-    if len(shape) > 3 and any(s > 1 for s in shape[3:]):
-        return (f"{path}: {len(shape)}D image {shape}; anatomical defacing needs one 3D volume, "
-                "split it or move it out of anat/")
-    if len(squeezed) < 3:
-        return f"{path}: {len(squeezed)}D image {shape}; a head volume needs three dimensions"
+    problem = _header_problem(image)
+    if problem:
+        return f"{path}: {problem}"
     try:
         data = np.asanyarray(image.dataobj)
     except Exception as exc:
@@ -111,9 +114,81 @@ def check_image(path: Path) -> str | None:
     if largest > MAX_INTENSITY:
         return (f"{path}: intensities reach {largest:.1e}, beyond the {MAX_INTENSITY:.0e} that "
                 "32-bit brain extraction and registration can handle; rescale the image")
-    if not np.isfinite(image.affine).all() or abs(np.linalg.det(image.affine[:3, :3])) < 1e-9:
-        return f"{path}: invalid affine in the header; fix the sform/qform"
     return None
+
+
+def _header_problem(image) -> str | None:
+    """What in the header (voxel type, shape, voxel sizes, scaling, affine) cannot be used."""
+    dtype = image.get_data_dtype()
+    if dtype.kind not in "biuf":  # RGB, RGBA, complex: not one intensity per voxel
+        label = image.header.get_value_label("datatype") if hasattr(image.header,
+                                                                     "get_value_label") else dtype
+        return (f"voxel type {label} is not a scalar intensity; convert it to a grayscale "
+                "(one value per voxel) image")
+    shape = image.shape
+    squeezed = tuple(s for s in shape if s > 1)
+    if len(shape) > 3 and any(s > 1 for s in shape[3:]):
+        return (f"{len(shape)}D image {shape}; anatomical defacing needs one 3D volume, "
+                "split it or move it out of anat/")
+    if len(squeezed) < 3 or len(shape) < 3 or min(shape[:3]) < 2:
+        return f"{len(squeezed)}D image {shape}; a head volume needs three dimensions"
+    zooms = np.asarray(image.header.get_zooms()[:3], dtype=float)
+    if not np.isfinite(zooms).all() or (zooms <= 0).any():
+        return (f"voxel size {tuple(float(z) for z in zooms)} mm is zero, negative or NaN; "
+                "fix pixdim in the header (e.g. re-convert with dcm2niix)")
+    if not np.isfinite(image.affine).all() or abs(np.linalg.det(image.affine[:3, :3])) < 1e-9:
+        return "invalid affine in the header (singular or not finite); fix the sform/qform"
+    spacing = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))
+    if not np.allclose(zooms, spacing, rtol=0.01):  # nibabel reads pixdim 0 as 1
+        return (f"voxel sizes in the header (pixdim {_mm(zooms)}) disagree with its transform "
+                f"({_mm(spacing)}; a pixdim of 0 reads as 1); fix pixdim or the sform/qform")
+    return None
+
+
+def _mm(values) -> str:
+    return " x ".join(f"{float(v):g}" for v in values) + " mm"
+
+
+def orientation_problem(path: Path) -> str | None:
+    """A warning when the header says nothing about orientation (qform and sform codes 0).
+
+    Such an image (old Analyze-derived files) is defaced in the orientation nibabel assumes
+    from the voxel sizes alone; the metrics then check that its face and brain agree.
+    """
+    header = nib.load(str(path)).header
+    if "qform_code" not in header:
+        return None
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        assumed = "".join(nib.aff2axcodes(nib.load(str(path)).affine))
+        return (f"{path}: no orientation in the header (qform_code = sform_code = 0); defaced "
+                f"as {assumed} (assumed), check the result or set the sform/qform")
+    return None
+
+
+def check_sidecars(images, bids_dir: Path) -> list[str]:
+    """One line per JSON sidecar that applies to ``images`` and is not valid JSON.
+
+    Sidecars beside an image and inherited from its session, participant and dataset folders
+    are read (``dataset_description.json`` is :func:`check_dataset`'s).
+    """
+    root = Path(bids_dir)
+    folders = {root}
+    for image in images:
+        folder = image.path.parent
+        while folder != root and root in folder.parents:
+            folders.add(folder)
+            folder = folder.parent
+    problems = []
+    for folder in sorted(folders):
+        for sidecar in sorted(folder.glob("*.json")):
+            if sidecar.name == "dataset_description.json" and folder == root:
+                continue
+            try:
+                json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                problems.append(f"{sidecar}: not valid JSON ({_short(exc)}); fix it (the "
+                                "images are defaced without it)")
+    return problems
 
 
 def check_dataset(bids_dir: Path) -> str | None:

@@ -125,6 +125,33 @@ def save_like(reference: nib.Nifti1Image, data: np.ndarray, path: Path,
     return nib.load(str(path))
 
 
+def as_3d_copy(path: Path, folder: Path) -> Path:
+    """A single-volume 4D image (x, y, z, 1, ...) as a 3D copy in ``folder``; 3D: ``path``.
+
+    Every step works on the copy; the defaced image is given back the input's shape when it
+    is written (:func:`like_input`). The copy is rewritten only when the input is newer, so a
+    rerun finds its cached steps.
+    """
+    image = nib.load(str(path))
+    if len(image.shape) <= 3:
+        return Path(path)
+    copy = Path(folder) / Path(path).name
+    if not copy.is_file() or copy.stat().st_mtime < Path(path).stat().st_mtime:
+        volume = np.asanyarray(image.dataobj).reshape(image.shape[:3])
+        save_like(image, volume, copy)
+    return copy
+
+
+def like_input(defaced: Path, original: Path, out: Path) -> None:
+    """Write ``defaced`` at ``out`` with ``original``'s shape (a 3D result of a 4D input)."""
+    reference = nib.load(str(original))
+    result = nib.load(str(defaced))
+    if result.shape == reference.shape:
+        atomic_copy(defaced, out)
+        return
+    save_like(reference, np.asanyarray(result.dataobj).reshape(reference.shape), out)
+
+
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Cast to ``dtype``, rounding and clipping for integer types."""
     if values.dtype == dtype:

@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from bidsapp import __version__
 from bidsapp.bids import AnatImage, derivative_stem, image_folder
-from bidsapp.io import atomic_copy, atomic_write_json
+from bidsapp.io import atomic_copy, atomic_write_json, like_input
 
 BIDS_VERSION = "1.10.0"
 
@@ -104,7 +104,7 @@ def write_input_record(output_dir: Path, bids_dir: Path, image: AnatImage,
     """The input image's record (and its brain mask, and its face check and IQMs, when computed)."""
     written = []
     if measured:
-        record = {**record, **measured}
+        record = {**record, **_public(measured)}
     if brain_mask is not None and Path(brain_mask).is_file():
         mask_out = output_path(output_dir, image, desc="brain", suffix="mask", mod=True)
         atomic_copy(brain_mask, mask_out)
@@ -116,6 +116,35 @@ def write_input_record(output_dir: Path, bids_dir: Path, image: AnatImage,
     sidecar = output_path(output_dir, image, desc="original", ext=".json")
     atomic_write_json(sidecar, {"Sources": [_source(image, bids_dir)], **record})
     written.append(sidecar)
+    return written
+
+
+def _public(measured: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in measured.items() if k != "traceback"}
+
+
+def write_measurements(output_dir: Path, image: AnatImage, defacers: list[str],
+                       measured: dict[str, Any]) -> list[Path]:
+    """Add the metrics step's results to the records already written (input and defacers).
+
+    Runs after the sinks of the images, never before them: a metrics step that fails leaves
+    every defaced image and record in place. Only successful defacer records get metrics.
+    """
+    written = []
+    targets = [(output_path(output_dir, image, desc="original", ext=".json"),
+                measured.get("input", {}), False)]
+    for name in defacers:
+        targets.append((output_path(output_dir, image, desc=name, ext=".json"),
+                        measured.get("defacers", {}).get(name, {}), True))
+    for sidecar, extra, needs_ok in targets:
+        try:
+            record = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue  # not written (its step failed): nothing to add to
+        if not extra or (needs_ok and record.get("status") != "ok"):
+            continue
+        atomic_write_json(sidecar, {**record, **_public(extra)})
+        written.append(sidecar)
     return written
 
 
@@ -136,7 +165,7 @@ def write_defacer_result(output_dir: Path, bids_dir: Path, image: AnatImage, def
     mask_out = output_path(output_dir, image, desc=defacer, suffix="defacemask", mod=True)
     ok = record.get("status") == "ok"
     if ok:
-        atomic_copy(result_dir / DEFACED, image_out)
+        like_input(result_dir / DEFACED, image.path, image_out)  # x*y*z*1 stays x*y*z*1
         atomic_copy(result_dir / ALTERED, mask_out)
         written += [image_out, mask_out]
     else:  # a failed rerun must not leave an older success behind under the same name
@@ -145,7 +174,7 @@ def write_defacer_result(output_dir: Path, bids_dir: Path, image: AnatImage, def
     sidecar = image_out.with_name(image_out.name.replace(".nii.gz", ".json"))
     public = {k: v for k, v in record.items() if k not in ("image", "traceback")}
     if ok and measured:  # defacing metrics, IQMs (both modes) and the seconds each took
-        public.update({k: v for k, v in measured.items() if k != "traceback"})
+        public.update(_public(measured))
     atomic_write_json(sidecar, {
         "Description": f"{image.key} defaced with {defacer}",
         "Sources": [_source(image, bids_dir)],

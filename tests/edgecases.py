@@ -31,9 +31,19 @@ REJECTED = {
     "allzero": "every voxel is zero",
     "huge": "rescale the image",
     "brokenlink": "broken symbolic link",
+    "rgb": "not a scalar intensity",
+    "complex": "not a scalar intensity",
+    "fived": "5D",
+    "zerozoom": "disagree with its transform",
+    "nanzoom": "voxel size",
+    "singular": "invalid affine",
+    "badinter": "invalid intercept",
 }
-#: Unusual but valid images that must be defaced like any other.
-ACCEPTED = ("oblique", "thick", "float64")
+#: Unusual but valid images that must be defaced like any other (``fourd1``: a single-volume
+#: 4D image, x*y*z*1; ``noorient``: qform and sform codes 0, as old Analyze-derived files).
+ACCEPTED = ("oblique", "thick", "float64", "fourd1", "noorient")
+#: Valid headers checked by the unit tests only (a whole run of each would add little).
+ACCEPTED_HEADERS = ("slope0", "nanslope", "int8", "uint16", "fived1")
 
 
 def write_case(case: str, path: Path, head: Path) -> Path:
@@ -78,6 +88,25 @@ def write_case(case: str, path: Path, head: Path) -> Path:
         _save(path, np.rint(values).astype(np.int16), affine)
     elif case == "float64":  # float64 with large (but representable) intensities
         _save(path, data.astype(np.float64) * 1e12, image.affine)
+    elif case == "rgb":  # RGB24, as some viewers and screenshots export
+        gray = np.rint(255 * data / max(float(data.max()), 1.0)).astype(np.uint8)
+        rgb = np.zeros(gray.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        for channel in "RGB":
+            rgb[channel] = gray
+        _save(path, rgb, image.affine)
+    elif case == "complex":
+        _save(path, data.astype(np.complex64), image.affine)
+    elif case in ("fourd1", "fived", "fived1"):  # x*y*z*1 (converters), x*y*z*1*3, x*y*z*1*1
+        extra = {"fourd1": (1,), "fived": (1, 3), "fived1": (1, 1)}[case]
+        _save(path, np.broadcast_to(data.reshape(data.shape + (1,) * len(extra)),
+                                    data.shape + extra).copy(), image.affine)
+    elif case in ("zerozoom", "nanzoom", "singular", "noorient", "badinter", "slope0",
+                  "nanslope"):
+        _save(path, data, image.affine)
+        _edit_header(path, case)
+    elif case in ("int8", "uint16"):
+        scaled = data.astype(np.float64) * (100 if case == "int8" else 30000) / float(data.max())
+        _save(path, np.rint(scaled).astype(case), image.affine)
     else:
         raise ValueError(f"unknown edge case {case!r}")
     return path
@@ -89,6 +118,33 @@ def _save(path: Path, data: np.ndarray, affine: np.ndarray, header=None) -> None
     image.set_qform(affine, 1)
     image.set_sform(affine, 1)
     nib.save(image, str(path))
+
+
+def _edit_header(path: Path, case: str) -> None:
+    """Rewrite one header field of the file at ``path`` in place, keeping its voxels."""
+    image = nib.load(str(path))
+    data = np.asanyarray(image.dataobj.get_unscaled())
+    header = image.header.copy()
+    if case in ("zerozoom", "nanzoom"):
+        header["pixdim"][2] = 0.0 if case == "zerozoom" else np.nan
+    elif case == "singular":  # an sform of zeros, no qform
+        header["sform_code"], header["qform_code"] = 1, 0
+        for row in "xyz":
+            header[f"srow_{row}"] = 0
+    elif case == "noorient":
+        header["sform_code"], header["qform_code"] = 0, 0
+    elif case in ("badinter", "slope0", "nanslope"):
+        slope, inter = {"badinter": (2.0, np.nan), "slope0": (0.0, 0.0),
+                        "nanslope": (np.nan, np.nan)}[case]
+        header["scl_slope"], header["scl_inter"] = slope, inter
+    header["vox_offset"] = 352  # 348 header bytes, 4 for "no extension"
+    blob = header.binaryblock
+    with open(path.with_suffix(".tmp"), "wb") as handle:  # header bytes exactly as set
+        handle.write(blob + b"\0" * 4)
+        handle.write(np.asfortranarray(data).astype(header.get_data_dtype()).tobytes("F"))
+    with open(path.with_suffix(".tmp"), "rb") as source, gzip.open(path, "wb") as target:
+        shutil.copyfileobj(source, target)
+    path.with_suffix(".tmp").unlink()
 
 
 def make_dataset(root: Path, participants: dict[str, Path], *, description: bool = True) -> Path:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from bidsapp.bids import (
-    AnatImage, check_dataset, check_image, derivative_stem, find_anatomical_images, image_folder,
-    load_layout,
+    AnatImage, check_dataset, check_image, check_sidecars, derivative_stem,
+    find_anatomical_images, image_folder, load_layout, orientation_problem,
 )
 from edgecases import (
-    ACCEPTED, REJECTED, explain, require_privileges, run, with_permission_checks, write_case,
+    ACCEPTED, ACCEPTED_HEADERS, REJECTED, make_dataset, explain, require_privileges, run, with_permission_checks, write_case,
 )
 
 
@@ -106,9 +106,40 @@ def test_bad_images_give_one_line_naming_the_file(tmp_path, head, case):
     assert message.startswith(str(path)) and "\n" not in message
 
 
-@pytest.mark.parametrize("case", ACCEPTED)
+@pytest.mark.parametrize("case", ACCEPTED + ACCEPTED_HEADERS)
 def test_unusual_but_valid_images_pass(tmp_path, head, case):
     assert check_image(write_case(case, tmp_path / f"{case}.nii.gz", head)) is None
+
+
+def test_every_real_image_passes(testdata):
+    paths = sorted(testdata.glob("*/sub-*/anat/*.nii.gz"))
+    paths += sorted(testdata.glob("pairs/*.nii.gz"))
+    assert len(paths) >= 17
+    assert [str(p) for p in paths if check_image(p)] == []
+
+
+def test_no_orientation_is_named_in_one_line(tmp_path, head):
+    path = write_case("noorient", tmp_path / "sub-x_T1w.nii.gz", head)
+    warning = orientation_problem(path)
+    assert warning.startswith(f"{path}: no orientation in the header") and "\n" not in warning
+    assert "LAS (assumed)" in warning
+    assert orientation_problem(head) is None
+
+
+def test_invalid_sidecar_is_named_and_does_not_stop_indexing(tmp_path, head):
+    """pybids used to fail on one bad sidecar, so the whole dataset stopped with exit 2."""
+    bids = make_dataset(tmp_path / "bids", {"a": head, "b": head})
+    bad = bids / "sub-a" / "anat" / "sub-a_T1w.json"
+    bad.write_text('{"RepetitionTime": 2.3,')
+    (bids / "sub-b" / "anat" / "sub-b_T1w.json").write_text('{"RepetitionTime": 2.3}')
+    (bids / "T1w.json").write_text("[1, 2")  # inherited by every T1w
+    images = find_anatomical_images(load_layout(bids))
+    assert [image.key for image in images] == ["sub-a_T1w", "sub-b_T1w"]
+    problems = check_sidecars(images, bids)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"{bids / 'T1w.json'}: not valid JSON")
+    assert problems[1].startswith(f"{bad}: not valid JSON") and "\n" not in problems[1]
+    assert check_sidecars(images[1:], bids) == problems[:1]
 
 
 def test_dataset_description_checked(tmp_path):

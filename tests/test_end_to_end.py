@@ -15,7 +15,8 @@ from edgecases import run_bidsapp
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
-NATIVE = ["quickshear", "deepdefacer", "facemask"]
+#: facecut is the default defacer; the others are the native ones it is compared with.
+NATIVE = ["facecut", "quickshear", "deepdefacer", "facemask"]
 RATINGS = Path(__file__).parent / "data" / "visual_ratings.tsv"
 
 
@@ -167,6 +168,23 @@ def test_metrics_and_reports_for_every_output(faces_run, ds_faces):
     assert sorted(p.stem for p in out.glob("sub-*.html")) == subjects
 
 
+def test_facecut_removes_every_face_and_keeps_every_brain(faces_run, ds_faces):
+    """The default defacer's verdict-relevant metrics on each real image (docs/defacers_default.md
+    lists them): no brain voxel altered, the face and nose tip removed, no face detected."""
+    records = {path.name: json.loads(path.read_text())
+               for path in sorted(faces_run["out"].rglob("*_desc-facecut_*.json"))}
+    assert len(records) == 10
+    for name, record in records.items():
+        metrics = record["metrics"]
+        assert record["status"] == "ok" and "measurement_errors" not in record, name
+        assert metrics["face_detected"] is False, name
+        assert metrics["face_altered_pct"] >= 90, (name, metrics["face_altered_pct"])
+        if record["mode"] == "direct":
+            assert metrics["brain_changed_voxels"] == 0, name
+            assert metrics["nose_tip_removed"] is True, name
+            assert metrics["bet_dice"] > 0.95, (name, metrics["bet_dice"])
+
+
 def test_group_level(faces_run, ds_faces):
     proc, _ = run_bidsapp(ds_faces, faces_run["out"], "group")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -174,6 +192,8 @@ def test_group_level(faces_run, ds_faces):
 
     table = pd.read_csv(faces_run["out"] / "group_T1w.tsv", sep="\t")
     assert len(table) == 8 * len(NATIVE)
+    facecut = table[table["defacer"] == "facecut"]
+    assert len(facecut) == 8 and set(facecut["verdict"]) == {"pass"}, facecut["verdict"]
     assert (faces_run["out"] / "group_report.html").is_file()
 
 

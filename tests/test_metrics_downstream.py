@@ -99,3 +99,27 @@ def test_quickshear_barely_changes_brain_extraction_and_volumes(ixi012):
         assert abs(record[f"{tissue}_change_pct"]) < 5, tissue
     same = defacing_metrics(ixi012, image, render=False)
     assert same["bet_dice"] == 1.0 and same["tiv_change_pct"] == 0.0
+
+
+@pytest.mark.slow
+def test_flair_tissue_volumes_are_named_after_the_template(ds_faces):
+    """On a FLAIR (GM brighter than WM) the downstream classes used to be named by the T1w
+    intensity order, so ``wm_change_pct`` was grey matter's; the IQMs' template names them."""
+    from bidsapp.anatomy.brainmask import deepbet_brain_mask
+    from bidsapp.metrics.iqms import image_iqms
+
+    image = nib.load(ds_faces / "sub-uber" / "anat" / "sub-uber_FLAIR.nii.gz")
+    brain = deepbet_brain_mask(image)
+    original = image_iqms(image, brain)  # registers the template once, as the metrics step
+    assert original.masks.template is not None
+    zooms = image.header.get_zooms()[:3]
+    computed = {}
+    record = downstream_metrics(brain, volumes_ml(brain, original.tissues, zooms), image,
+                                template=original.masks.template, computed=computed)
+    tissues = computed["tissues"]
+    means = {k: float(tissues.corrected[tissues.labels == i].mean())
+             for i, k in enumerate(("csf", "gm", "wm"), 1)}
+    assert means["csf"] < means["wm"] < means["gm"], means
+    # the same image again: every class matches its namesake in the original
+    for key in ("gm_change_pct", "wm_change_pct", "csf_change_pct"):
+        assert abs(record[key]) < 1.0, (key, record[key])

@@ -111,6 +111,8 @@ def bad_input_run(head, pydeface_template, tmp_path_factory):
     for case in (*REJECTED, *ACCEPTED):
         source = pydeface_template if case == "thick" else head
         write_case(case, bids / f"sub-{case}" / "anat" / f"sub-{case}_T1w.nii.gz", source)
+    # a sidecar that is not JSON used to stop pybids, and so the whole dataset (exit 2)
+    (bids / "sub-good" / "anat" / "sub-good_T1w.json").write_text('{"RepetitionTime": 2.3,')
     before = file_hashes(bids)
     mounted = root / "readonly_bids"
     mounted.mkdir()
@@ -148,7 +150,8 @@ def test_the_rest_of_the_dataset_completes(bad_input_run, case):
     with large intensities) are defaced on their own grid, face off and brain untouched."""
     original = nib.load(str(bad_input_run["bids"] / f"sub-{case}" / "anat" /
                             f"sub-{case}_T1w.nii.gz"))
-    assert not [line for line in _problem_lines(bad_input_run["proc"]) if f"sub-{case}_" in line]
+    assert not [line for line in _problem_lines(bad_input_run["proc"])
+                if f"sub-{case}_" in line and "not valid JSON" not in line]  # good's sidecar
     for defacer in DEFACERS:
         record, defaced, mask = _results(bad_input_run["out"], case, defacer)
         assert record["status"] == "ok", record["error"]
@@ -160,6 +163,30 @@ def test_the_rest_of_the_dataset_completes(bad_input_run, case):
     facecut = _results(bad_input_run["out"], case, "facecut")[0]
     assert facecut["metrics"]["face_altered_pct"] >= 95, case
     assert (bad_input_run["out"] / f"sub-{case}.html").is_file()
+
+
+def test_a_bad_sidecar_is_named_in_one_line(bad_input_run):
+    sidecar = bad_input_run["mounted"] / "sub-good" / "anat" / "sub-good_T1w.json"
+    lines = [line for line in _problem_lines(bad_input_run["proc"]) if "not valid JSON" in line]
+    assert len(lines) == 1 and str(sidecar) in lines[0], lines
+
+
+def test_single_volume_4d_keeps_its_shape(bad_input_run):
+    record, defaced, _ = _results(bad_input_run["out"], "fourd1", "facecut")
+    assert defaced.shape[3:] == (1,) and record["status"] == "ok"
+
+
+def test_no_orientation_is_flagged_and_checked(bad_input_run):
+    """Named in one line, said in the record, and the face and brain found agree with the
+    assumed axes (the head was stored in RAS order, so LAS is wrong only left to right)."""
+    path = bad_input_run["mounted"] / "sub-noorient" / "anat" / "sub-noorient_T1w.nii.gz"
+    lines = [line for line in bad_input_run["proc"].stdout.splitlines()
+             if "no orientation in the header" in line]
+    assert len(lines) == 1 and str(path) in lines[0], lines
+    record = json.loads((bad_input_run["out"] / "sub-noorient" / "anat" /
+                         "sub-noorient_desc-original_T1w.json").read_text())
+    assert record["orientation_in_header"] is False and record["orientation"] == "LAS"
+    assert record["orientation_check"]["agrees"] is True, record["orientation_check"]
 
 
 def test_read_only_bids_dir_is_never_written(bad_input_run):

@@ -52,6 +52,55 @@ def test_participant_graph(ds_faces, tmp_path):
     assert wf.get_node("deface_quickshear_sub_uber_acq_se_T1w").inputs.guard is False
 
 
+def test_sinks_do_not_wait_for_the_metrics(ds_faces, tmp_path):
+    """A crashed Measure node used to hold back every sink of its image (defaced images and
+    the input record); now only ``ds_metrics_*`` follows it, after the image sinks."""
+    import networkx as nx
+
+    settings = _settings(ds_faces, tmp_path)
+    images = find_anatomical_images(load_layout(ds_faces), subjects=["uber"])
+    wf = init_participant_wf(settings=settings, subject="uber", images=images,
+                             input_records={}, defacers=list(settings.defacers))
+    graph = wf._graph
+    sinks = [n for n in graph.nodes() if n.name.startswith("ds_")
+             and not n.name.startswith("ds_metrics_")]
+    assert len(sinks) == 2 * (1 + len(settings.defacers))
+    for sink in sinks:
+        ancestors = {n.name for n in nx.ancestors(graph, sink)}
+        assert not [n for n in ancestors if n.startswith("measure_")], sink.name
+    for image in images:
+        metrics_sink = wf.get_node(f"ds_metrics_{image.key.replace('-', '_')}")
+        ancestors = {n.name for n in nx.ancestors(graph, metrics_sink)}
+        key = image.key.replace("-", "_")
+        assert f"measure_{key}" in ancestors
+        assert {f"ds_{d}_{key}" for d in settings.defacers} | {f"ds_original_{key}"} <= ancestors
+
+
+def test_single_volume_4d_steps_read_a_3d_copy(ds_faces, tmp_path):
+    """x*y*z*1 images crashed the brain mask step; every step now reads a 3D copy."""
+    from edgecases import write_case
+
+    from bidsapp.bids import AnatImage
+    from bidsapp.io import as_3d_copy, like_input
+
+    head = ds_faces / "sub-xa30" / "anat" / "sub-xa30_run-1_T1w.nii.gz"
+    path = write_case("fourd1", tmp_path / "sub-x_T1w.nii.gz", head)
+    copy = as_3d_copy(path, tmp_path / "copies")
+    assert nib.load(copy).shape == nib.load(head).shape and as_3d_copy(head, tmp_path) == head
+    assert np.array_equal(np.asanyarray(nib.load(copy).dataobj),
+                          np.asanyarray(nib.load(head).dataobj))
+    mtime = copy.stat().st_mtime_ns
+    assert as_3d_copy(path, tmp_path / "copies") == copy and copy.stat().st_mtime_ns == mtime
+    image = AnatImage(path, (("sub", "x"),), "T1w")
+    wf = init_participant_wf(settings=_settings(ds_faces, tmp_path), subject="x", images=[image],
+                             input_records={}, defacers=["quickshear"],
+                             sources={image.key: copy})
+    assert wf.get_node("brainmask_sub_x_T1w").inputs.in_file == str(copy)
+    assert wf.get_node("deface_quickshear_sub_x_T1w").inputs.in_file == str(copy)
+    like_input(copy, path, tmp_path / "out.nii.gz")  # the result gets the input's shape back
+    assert nib.load(tmp_path / "out.nii.gz").shape == nib.load(path).shape
+
+
 def test_guard_forced_on(ds_faces, tmp_path):
     settings = _settings(ds_faces, tmp_path, brain_guard="on")
     images = find_anatomical_images(load_layout(ds_faces), subjects=["hfs"])

@@ -11,6 +11,6 @@ def pydeface_file(name: str) -> Path:
     path = Path(str(resources.files("pydeface") / "data" / name))
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} is missing: install the pydeface wheel (`pip install --no-deps pydeface`)"
+            f"{path} is missing: install pydeface (`pip install pydeface`, a dependency of bidsapp)"
         )
     return path

@@ -148,7 +148,9 @@ def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
 
 def run_participant(settings) -> int:
     from bidsapp import outputs
-    from bidsapp.bids import check_dataset, check_image, find_anatomical_images, load_layout
+    from bidsapp.bids import (
+        check_dataset, check_image, check_sidecars, find_anatomical_images, load_layout,
+    )
     from bidsapp.workflows.participant import plan_images
 
     start = time.time()
@@ -175,6 +177,9 @@ def run_participant(settings) -> int:
     if dataset_problem:  # reported and counted, but every image is still defaced
         LOGGER.error("input problem: %s", dataset_problem)
         failures.append(("dataset", "dataset", dataset_problem, None))
+    for problem in check_sidecars(images, settings.bids_dir):  # reported; images still defaced
+        LOGGER.error("input problem: %s", problem)
+        failures.append(("sidecar", "dataset", problem, None))
     problems, valid = {}, []
     for image in images:
         problem = check_image(image.path)
@@ -189,6 +194,9 @@ def run_participant(settings) -> int:
                 _version(), len(images), len({i.subject for i in images}),
                 ", ".join(settings.defacers))
     records = {image.key: _input_record(image) for image in valid}
+    for record in records.values():
+        if record.get("orientation_warning"):
+            LOGGER.warning("input warning: %s", record["orientation_warning"])
     failures += [(image.key, "input", problems[image.key], None)
                  for image in images if image.key in problems]
     if valid:
@@ -246,10 +254,15 @@ def _input_record(image) -> dict:
     import nibabel as nib
     import numpy as np
 
+    from bidsapp.bids import orientation_problem
+
     img = nib.load(str(image.path))
+    warning = orientation_problem(image.path)
     return {"status": "ok", "error": None, "shape": list(img.shape[:3]),
+            "input_shape": list(img.shape),
             "zooms_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]],
             "orientation": "".join(nib.aff2axcodes(img.affine)),
+            "orientation_in_header": warning is None, "orientation_warning": warning,
             "dtype": str(img.get_data_dtype()),
             "oblique": bool(np.abs(nib.affines.obliquity(img.affine)).max() > 1e-3)}
 
@@ -266,10 +279,15 @@ def _run_workflow(settings, images, records) -> list[tuple]:
     log_dir = settings.output_dir / "logs"
     _setup_nipype(log_dir, log_dir / "crash", settings.verbosity)
     top = pe.Workflow(name="bidsapp_wf", base_dir=str(settings.work_dir))
+    from bidsapp.io import as_3d_copy
+
+    sources = {image.key: as_3d_copy(image.path, settings.work_dir / "inputs_3d")
+               for image in images}  # single-volume 4D images are processed as 3D
     for subject in subjects:
         mine = [image for image in images if image.subject == subject]
         sub_wf = init_participant_wf(settings=settings, subject=subject, images=mine,
-                                     input_records=records, defacers=list(settings.defacers))
+                                     input_records=records, defacers=list(settings.defacers),
+                                     sources=sources)
         crash_dir = participant_log_dir(settings.output_dir, subject) / "crash"
         sub_wf.config["execution"] = {"crashdump_dir": str(crash_dir)}
         top.add_nodes([sub_wf])
@@ -380,6 +398,8 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
         if any(f[0] == image.key and f[1] == "input" for f in failures):
             problems.append(f"{image.key}: {next(f[2] for f in failures if f[0] == image.key)}")
             continue
+        problems += _measurement_problems(
+            image.key, output_path(settings.output_dir, image, desc="original", ext=".json"))
         for name in settings.defacers:
             sidecar = output_path(settings.output_dir, image, desc=name, ext=".json")
             try:
@@ -394,6 +414,8 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
             if record.get("status") != "ok":
                 problems.append(f"{image.key} / {name}: {record.get('error')} "
                                 f"(log: {settings.output_dir / record.get('log', 'logs')})")
+            else:
+                problems += _measurement_problems(f"{image.key} / {name}", sidecar, record)
     for name, kind, _, where in failures:
         if kind == "crash" and name not in explained:
             problems.append(f"{name}: {crashes[name]} (crash file under {log_dir}; "
@@ -409,6 +431,22 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
             print(f"  - {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _measurement_problems(label: str, sidecar: Path, record: dict | None = None) -> list[str]:
+    """A record's failed metric families and a failed orientation check, one line each."""
+    if record is None:
+        try:
+            record = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            return []
+    lines = [f"{label}: {family} metrics failed: {reason} (the defaced images are kept)"
+             for family, reason in (record.get("measurement_errors") or {}).items()]
+    check = record.get("orientation_check") or {}
+    if check.get("agrees") is False:
+        lines.append(f"{label}: {record.get('orientation_warning') or 'orientation'}; "
+                     f"{check.get('check')}")
+    return lines
 
 
 def _crashes_of(crashes: dict[str, str], image_key: str, defacer: str) -> list[str]:

@@ -107,6 +107,7 @@ class OriginalReference:
     painted_pct: float
     lower_face_in_fov: bool
     margin_mm: float = _brain.MARGIN_MM
+    template: dict[str, np.ndarray] | None = None  # tissue maps naming the classes (non-T1w)
     threads: int = 1
     seed: int = 42
     timings: dict[str, float] = field(default_factory=dict)
@@ -275,7 +276,7 @@ def defacing_metrics(reference: OriginalReference, defaced: nib.Nifti1Image,
         with _timed(timings, "downstream"):
             record.update(_downstream.downstream_metrics(
                 reference.brain_mask, reference.volumes, defaced, threads=reference.threads,
-                seed=reference.seed, computed=computed))
+                seed=reference.seed, computed=computed, template=reference.template))
     else:
         record.update(_downstream.empty())
     return record

@@ -11,7 +11,10 @@ compared with the same steps on the original:
 * ``gm_change_pct``, ``wm_change_pct``, ``csf_change_pct``: change of each tissue volume.
 
 Tissue volumes are sums of the posterior probabilities times the voxel volume (partial volume
-kept). Changes are ``100 * (defaced - original) / original``.
+kept). Changes are ``100 * (defaced - original) / original``. The segmentation names its classes
+by intensity as in a T1w; on a T2w, FLAIR or PDw the classes are renamed after the template
+tissue maps the IQMs register (:func:`bidsapp.anatomy.segmentation.match_to_template`), given
+as ``template``, so that ``csf_change_pct`` is CSF's on every contrast.
 """
 
 from __future__ import annotations
@@ -83,10 +86,13 @@ def downstream_metrics(
     brain_masker: Callable[..., np.ndarray] | None = None,
     segmenter: Callable[..., TissuesLike] | None = default_segmenter,
     computed: dict[str, Any] | None = None,
+    template: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Brain extraction and segmentation again on ``defaced``, compared with the original's.
 
     ``brain_masker`` defaults to deepbet; ``segmenter=None`` skips the tissue volumes (NaN).
+    ``template``: CSF/GM/WM maps on the defaced image's grid that name the classes (the
+    original's, as registered for its IQMs); without it the T1w intensity order names them.
     ``computed``, when given, receives the ``brain_mask`` and ``tissues`` of ``defaced`` for
     reuse (the IQMs recomputed on the defaced image need the same two).
     """
@@ -97,6 +103,10 @@ def downstream_metrics(
     tissues = None
     if segmenter is not None and np.count_nonzero(mask) >= 100:
         tissues = segmenter(defaced, mask, threads=threads, seed=seed)
+        if template is not None:
+            from bidsapp.anatomy.segmentation import match_to_template
+
+            tissues = match_to_template(tissues, template)
     if computed is not None:
         computed.update(brain_mask=mask, tissues=tissues)
     return compare(original_mask, original_volumes, mask, volumes_ml(mask, tissues, zooms))

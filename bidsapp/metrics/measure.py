@@ -23,49 +23,115 @@ import numpy as np
 from bidsapp.io import atomic_write_json
 
 
+def _attempt(errors: dict[str, str], tracebacks: dict[str, str], family: str, function,
+             *args, **kwargs):
+    """``function(*args, **kwargs)``, or None with the reason recorded under ``family``."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        errors[family] = f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+        tracebacks[family] = traceback.format_exc()
+        return None
+
+
 def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, str], *,
                   threads: int = 1, seed: int = 42) -> dict[str, Any]:
-    """Metrics of each defacer's result (``results``: defacer -> its result folder)."""
+    """Metrics of each defacer's result (``results``: defacer -> its result folder).
+
+    A family of metrics that fails (face, downstream, IQMs) is recorded under
+    ``measurement_errors`` with its reason, and the others are still computed.
+    """
     from bidsapp.metrics import OriginalReference, defacing_metrics, input_face_check
-    from bidsapp.metrics.iqms import defacing_iqms
+    from bidsapp.metrics.iqms import defacing_iqms, image_iqms
+    from bidsapp.metrics.orientation import orientation_check
 
     image = nib.load(str(image_path))
     brain = np.asanyarray(nib.load(str(brain_mask_path)).dataobj) > 0
     start = time.perf_counter()
-    reference = OriginalReference.build(image, brain, threads=threads, seed=seed)
-    out: dict[str, Any] = {"input": input_face_check(reference), "defacers": {}}
-    defaced_images, per_defacer, brains, tissues = {}, {}, {}, {}
+    errors: dict[str, str] = {}
+    tracebacks: dict[str, str] = {}
+    reference = _attempt(errors, tracebacks, "face", OriginalReference.build, image, brain,
+                         threads=threads, seed=seed)
+    out: dict[str, Any] = {"input": {}, "defacers": {}}
+    if reference is not None:
+        out["input"] = input_face_check(reference)
+        if _no_orientation(image):
+            out["input"]["orientation_check"] = orientation_check(
+                reference.skin.head, reference.brain_world, reference.grid.spacing)
+        # the IQMs register the template once; its tissue maps name the classes (T2w, FLAIR)
+        # for the downstream volumes too
+        iqm_reference = _attempt(errors, tracebacks, "iqms", lambda: image_iqms(
+            image, brain, tissues=reference.tissues, threads=threads, seed=seed))
+        if iqm_reference is not None:
+            reference._tissues = iqm_reference.tissues
+            reference.template = iqm_reference.masks.template
+    else:
+        iqm_reference = None
+    per_defacer = {}
     for name, folder in sorted(results.items()):
         timings: dict[str, float] = {}
         computed: dict[str, Any] = {}  # deepbet and tissues of the defaced image, made once
-        try:
-            defaced = nib.load(str(Path(folder) / "defaced.nii.gz"))
-            altered = np.asanyarray(nib.load(str(Path(folder) / "altered.nii.gz")).dataobj) > 0
-            metrics = defacing_metrics(reference, defaced, altered, timings=timings,
-                                       computed=computed)
-            defaced_images[name] = defaced
-            if computed.get("tissues") is not None:
-                brains[name], tissues[name] = computed["brain_mask"], computed["tissues"]
-            per_defacer[name] = {"metrics": metrics, "timings_s": timings}
-        except Exception as exc:  # one defacer's measurement must not hide the others
-            per_defacer[name] = {"error": f"{type(exc).__name__}: {exc}",
-                                 "traceback": traceback.format_exc()}
-    iqm_start = time.perf_counter()
-    iqms = defacing_iqms(image, brain, defaced_images, tissues=reference.tissues,
-                         defaced_brain_masks=brains, defaced_tissues=tissues,
-                         threads=threads, seed=seed)
-    iqm_seconds = time.perf_counter() - iqm_start
-    for name, entry in per_defacer.items():
-        if name in iqms["defacers"]:
-            entry["iqms"] = iqms["defacers"][name]
-            entry["timings_s"]["iqms"] = iqm_seconds / max(1, len(defaced_images))
-    out["input"]["iqms"] = iqms["original"]
-    out["input"]["iqm_masks"] = iqms["original_masks"]
-    out["input"]["iqm_settings"] = iqms["settings"]
-    out["input"]["timings_s"] = {**reference.timings,
+        failed: dict[str, str] = {}
+        entry: dict[str, Any] = {"timings_s": timings}
+        if reference is None:
+            failed["all"] = f"the original could not be measured ({errors['face']})"
+        else:
+            defaced = _attempt(failed, tracebacks, "read", _read_result, Path(folder))
+            if defaced is not None:
+                metrics = _attempt(failed, tracebacks, "downstream", defacing_metrics, reference,
+                                   defaced[0], defaced[1], timings=timings, computed=computed)
+                if metrics is None:  # the same without the downstream family
+                    metrics = _attempt(failed, tracebacks, "face_brain", defacing_metrics,
+                                       reference, defaced[0], defaced[1], downstream=False,
+                                       timings=timings)
+                if metrics is not None:
+                    entry["metrics"] = metrics
+                if iqm_reference is not None:
+                    iqm_start = time.perf_counter()
+                    iqms = _attempt(
+                        failed, tracebacks, "iqms", defacing_iqms, image, brain,
+                        {name: defaced[0]}, reference=iqm_reference,
+                        defaced_brain_masks={name: computed["brain_mask"]}
+                        if computed.get("tissues") is not None else None,
+                        defaced_tissues={name: computed["tissues"]}
+                        if computed.get("tissues") is not None else None,
+                        threads=threads, seed=seed)
+                    if iqms is not None:
+                        entry["iqms"] = iqms["defacers"][name]
+                    timings["iqms"] = time.perf_counter() - iqm_start
+                elif "iqms" in errors:
+                    failed["iqms"] = f"the original's IQMs failed ({errors['iqms']})"
+        if failed:
+            entry["measurement_errors"] = failed
+            entry["traceback"] = {k: tracebacks.get(k, "") for k in failed}
+        per_defacer[name] = entry
+    if iqm_reference is not None:
+        iqms = _attempt(errors, tracebacks, "iqms", defacing_iqms, image, brain, {},
+                        reference=iqm_reference, threads=threads, seed=seed)
+        if iqms is not None:
+            out["input"]["iqms"] = iqms["original"]
+            out["input"]["iqm_masks"] = iqms["original_masks"]
+            out["input"]["iqm_settings"] = iqms["settings"]
+    if errors:
+        out["input"]["measurement_errors"] = errors
+        out["input"]["traceback"] = {k: tracebacks.get(k, "") for k in errors}
+    out["input"]["timings_s"] = {**(reference.timings if reference is not None else {}),
                                  "total_reference": time.perf_counter() - start}
     out["defacers"] = per_defacer
     return out
+
+
+def _no_orientation(image: nib.Nifti1Image) -> bool:
+    header = image.header
+    return "qform_code" in header and int(header["qform_code"]) == 0 \
+        and int(header["sform_code"]) == 0
+
+
+def _read_result(folder: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    defaced = nib.load(str(folder / "defaced.nii.gz"))
+    altered = np.asanyarray(nib.load(str(folder / "altered.nii.gz")).dataobj) > 0
+    return defaced, altered
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,11 +179,36 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     result_dir = traits.Str(desc="the Deface node's result folder")
     record = traits.Dict(desc="record to write")
     brain_mask = traits.Str(desc="brain mask to write with the input record")
-    metrics_file = traits.Str(desc="the Measure node's JSON (optional)")
 
 
 class _SinkOutputSpec(TraitedSpec):
     out_files = traits.List(traits.Str)
+
+
+class _MeasurementsSinkInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    image = traits.Str(mandatory=True, desc="JSON of the AnatImage")
+    defacers = traits.List(traits.Str, mandatory=True)
+    metrics_file = File(exists=True, mandatory=True, desc="the Measure node's JSON")
+    written = traits.List(desc="the image sinks' outputs (only to run after them)")
+
+
+class MeasurementsSink(SimpleInterface):
+    """Add one image's measurements to the records its sinks wrote (never gates them)."""
+
+    input_spec = _MeasurementsSinkInputSpec
+    output_spec = _SinkOutputSpec
+
+    def _run_interface(self, runtime):
+        from bidsapp import outputs
+        from bidsapp.workflows.participant import image_from_json
+
+        measured = json.loads(Path(self.inputs.metrics_file).read_text())
+        written = outputs.write_measurements(Path(self.inputs.output_dir),
+                                             image_from_json(self.inputs.image),
+                                             list(self.inputs.defacers), measured)
+        self._results["out_files"] = [str(p) for p in written]
+        return runtime
 
 
 class DerivativesSink(SimpleInterface):
@@ -198,18 +223,13 @@ class DerivativesSink(SimpleInterface):
 
         image = image_from_json(self.inputs.image)
         output_dir, bids_dir = Path(self.inputs.output_dir), Path(self.inputs.bids_dir)
-        measured = {}
-        if self.inputs.metrics_file:
-            measured = json.loads(Path(self.inputs.metrics_file).read_text())
         if self.inputs.defacer:
-            extra = measured.get("defacers", {}).get(self.inputs.defacer, {})
             written = outputs.write_defacer_result(
                 output_dir, bids_dir, image, self.inputs.defacer, Path(self.inputs.result_dir),
-                dict(self.inputs.record), measured=extra)
+                dict(self.inputs.record))
         else:
             written = outputs.write_input_record(
                 output_dir, bids_dir, image, dict(self.inputs.record),
-                Path(self.inputs.brain_mask) if self.inputs.brain_mask else None,
-                measured=measured.get("input", {}))
+                Path(self.inputs.brain_mask) if self.inputs.brain_mask else None)
         self._results["out_files"] = [str(p) for p in written]
         return runtime

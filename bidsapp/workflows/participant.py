@@ -1,7 +1,9 @@
 """The participant-level nipype workflow: brain mask once per image, every defacer, outputs.
 
 For each anatomical image: a deepbet brain mask of the original (``brainmask_*``), one measured
-run per defacer (``deface_*``) and a sink for each result (``ds_*``). A T2w, FLAIR or other
+run per defacer (``deface_*``) and a sink for each result (``ds_*``); the metrics (``measure_*``)
+are added to the written records afterwards (``ds_metrics_*``), so a failed measurement never
+holds back a result. A T2w, FLAIR or other
 non-T1w image of a session that has a T1w is defaced with that T1w's altered-voxel mask carried
 over by a rigid registration (``coreg_*``, computed once and reused by every defacer).
 """
@@ -18,7 +20,9 @@ from nipype.pipeline import engine as pe
 
 from bidsapp.bids import AnatImage
 from bidsapp.settings import Settings
-from bidsapp.workflows.interfaces import BrainMask, Coregister, Deface, DerivativesSink, Measure
+from bidsapp.workflows.interfaces import (
+    BrainMask, Coregister, Deface, DerivativesSink, Measure, MeasurementsSink,
+)
 
 
 def image_to_json(image: AnatImage) -> str:
@@ -63,10 +67,13 @@ def plan_images(images: list[AnatImage]) -> list[ImagePlan]:
 
 def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatImage],
                         input_records: dict[str, dict], defacers: list[str],
-                        name: str | None = None) -> pe.Workflow:
+                        name: str | None = None,
+                        sources: dict[str, Path] | None = None) -> pe.Workflow:
     """Workflow that defaces every image of one participant with every defacer.
 
-    ``input_records`` maps an image key to the record written beside its brain mask.
+    ``input_records`` maps an image key to the record written beside its brain mask;
+    ``sources`` an image key to the file its steps read, when not the image itself (the 3D
+    copy of a single-volume 4D image, :func:`bidsapp.io.as_3d_copy`).
     """
     from bidsapp.defacers import get_defacer
 
@@ -76,6 +83,11 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
     options = {"ears": settings.ears, "reface": settings.reface}
     masks, deface_nodes = {}, {}
     plans = plan_images(images)
+    sources = sources or {}
+
+    def input_of(image: AnatImage) -> str:
+        return str(sources.get(image.key, image.path))
+
     # direct images first, so a carried-over image can find its T1w's nodes
     for plan in sorted(plans, key=lambda p: p.reference is not None):
         image, key = plan.image, plan.image.key
@@ -84,13 +96,13 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         sink_original.inputs.record = {**input_records.get(key, {}), "mode": plan.mode,
                                        "reference_t1w": plan.reference.key if plan.reference else None}
         if plan.reference is None:
-            mask_node = pe.Node(BrainMask(in_file=str(image.path), threads=threads),
+            mask_node = pe.Node(BrainMask(in_file=input_of(image), threads=threads),
                                 name=node_name("brainmask", key), n_procs=threads, mem_gb=1.5)
             mask_field = "out_mask"
             coreg = None
         else:
             ref_node, ref_field = masks[plan.reference.key]
-            coreg = pe.Node(Coregister(target=str(image.path), t1w=str(plan.reference.path),
+            coreg = pe.Node(Coregister(target=input_of(image), t1w=input_of(plan.reference),
                                        seed=settings.seed, threads=threads),
                             name=node_name("coreg", key), n_procs=threads, mem_gb=1.0)
             workflow.connect(ref_node, ref_field, coreg, "t1w_brain_mask")
@@ -100,20 +112,27 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
         measure = None
         if not settings.skip_metrics and defacers:
-            measure = pe.Node(Measure(in_file=str(image.path), defacers=list(defacers),
+            measure = pe.Node(Measure(in_file=input_of(image), defacers=list(defacers),
                                       seed=settings.seed, threads=threads),
                               name=node_name("measure", key), n_procs=threads, mem_gb=4.0)
             measure.bidsapp_label = f"metrics {key}"
             merge_records = pe.Node(niu.Merge(len(defacers)), name=node_name("records", key))
             merge_dirs = pe.Node(niu.Merge(len(defacers)), name=node_name("results", key))
+            sink_metrics = pe.Node(MeasurementsSink(image=image_to_json(image),
+                                                    output_dir=common["output_dir"],
+                                                    defacers=list(defacers)),
+                                   name=node_name("ds_metrics", key), overwrite=True)
+            merge_sinks = pe.Node(niu.Merge(len(defacers) + 1), name=node_name("sinks", key))
             workflow.connect([(mask_node, measure, [(mask_field, "brain_mask")]),
                               (merge_records, measure, [("out", "records")]),
                               (merge_dirs, measure, [("out", "result_dirs")]),
-                              (measure, sink_original, [("metrics_file", "metrics_file")])])
+                              (measure, sink_metrics, [("metrics_file", "metrics_file")]),
+                              (sink_original, merge_sinks, [("out_files", "in1")]),
+                              (merge_sinks, sink_metrics, [("out", "written")])])
         for index, name_ in enumerate(defacers, start=1):
             defacer = get_defacer(name_)
             deface = pe.Node(
-                Deface(defacer=name_, in_file=str(image.path),
+                Deface(defacer=name_, in_file=input_of(image),
                        guard=settings.guard_for(defacer.guard_by_default),
                        guard_margin_mm=settings.guard_margin_mm, seed=settings.seed,
                        threads=threads, options=options),
@@ -123,7 +142,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
             workflow.connect(mask_node, mask_field, deface, "brain_mask")
             if coreg is not None:
                 source = deface_nodes[(name_, plan.reference.key)]
-                deface.inputs.source_image = str(plan.reference.path)
+                deface.inputs.source_image = input_of(plan.reference)
                 workflow.connect([(coreg, deface, [("transform", "transform")]),
                                   (source, deface, [("record", "source_record"),
                                                     ("altered", "source_altered")])])
@@ -135,5 +154,5 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
             if measure is not None:
                 workflow.connect([(deface, merge_records, [("record", f"in{index}")]),
                                   (deface, merge_dirs, [("result_dir", f"in{index}")]),
-                                  (measure, sink, [("metrics_file", "metrics_file")])])
+                                  (sink, merge_sinks, [("out_files", f"in{index + 1}")])])
     return workflow
