@@ -1,4 +1,5 @@
-"""facecut from newborn to adult (issue 18) and its guard options (issue 15): real heads only.
+"""Template defacers (facecut, facemask) from newborn to adult (issue 18), and facecut's guard
+options (issue 15): real heads only.
 
 The infant is ds-more's sub-infant (1 mm, deepbet brain about 463 ml); the child-sized head is
 ds-faces' sub-xa30 with its voxels shrunk to 0.75 of their size (same voxels, brain about
@@ -65,6 +66,7 @@ def _derived(image, brain, crop, axcodes):
     return derived, np.asanyarray(mask.dataobj) > 0
 
 
+@pytest.mark.slow
 def test_head_size_from_brain(infant, xa30):
     """The infant's brain gives a scaled start; an adult's does not; a cut brain gives no size."""
     (image, brain), (adult, adult_brain) = infant, xa30
@@ -134,6 +136,25 @@ def test_facecut_child_sized_head(defacer, xa30, tmp_path):
     assert 500 < output.parameters["brain_ml"] < 800 and output.parameters["initial_scale"] > 1.2
 
 
+@pytest.mark.slow
+def test_facemask_infant(infant, tmp_path):
+    """facemask on the infant, with the same scaled start and check: nose and face box gone
+    (at scale 1 it kept 58 % of the face box: a slit at the mouth)."""
+    from bidsapp.defacers.facemask import FaceMask
+    from faces import face_evidence
+
+    found = FaceMask().availability()
+    if not found.available:
+        pytest.skip(found.reason)
+    image, brain = infant
+    output = _deface(FaceMask(), image, brain, tmp_path)
+    original, data = np.asanyarray(image.dataobj), np.asarray(output.data)
+    nose, kept = face_evidence(original, data, brain, image.affine, image.header.get_zooms())
+    assert nose > 0.99 and kept < 0.1, (nose, kept)
+    assert output.parameters["initial_scale"] > 1.3 and output.parameters["brain_ml"] < 550
+
+
+@pytest.mark.slow
 def test_too_small_head_is_a_clear_failure(defacer, infant, tmp_path):
     """A head below the supported size fails with the reason in the record, nothing written."""
     from bidsapp.defacers.runner import DEFACED, make_spec, run_measured
