@@ -7,6 +7,16 @@ import numpy as np
 from scipy import ndimage
 
 
+def available_defacer(cls):
+    """An instance of the defacer class ``cls``, or the test skipped with the reason it cannot run."""
+    import pytest
+
+    found = cls().availability()
+    if not found.available:
+        pytest.skip(found.reason)
+    return cls()
+
+
 def brain_mask(image: nib.Nifti1Image) -> np.ndarray:
     """deepbet's brain mask of ``image``, as the pipeline computes it."""
     from bidsapp.anatomy.brainmask import deepbet_brain_mask

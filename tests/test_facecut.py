@@ -14,17 +14,14 @@ import pytest
 
 from bidsapp.defacers import facecut as fc
 from bidsapp.defacers.base import DefaceRequest
-from faces import brain_mask, check_defaced
+from faces import available_defacer, brain_mask, check_defaced
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def defacer():
-    found = fc.FaceCut().availability()
-    if not found.available:
-        pytest.skip(found.reason)
-    return fc.FaceCut()
+    return available_defacer(fc.FaceCut)
 
 
 def _run(defacer, path, tmp_path_factory, options=None):
