@@ -14,17 +14,14 @@ import pytest
 
 from bidsapp.defacers import facecut as fc
 from bidsapp.defacers.base import DefaceRequest
-from faces import brain_mask, face_evidence
+from faces import available_defacer, brain_mask, check_defaced
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def defacer():
-    found = fc.FaceCut().availability()
-    if not found.available:
-        pytest.skip(found.reason)
-    return fc.FaceCut()
+    return available_defacer(fc.FaceCut)
 
 
 def _run(defacer, path, tmp_path_factory, options=None):
@@ -42,22 +39,7 @@ def _run(defacer, path, tmp_path_factory, options=None):
 
 
 def _check(image, output, brain, max_face_kept=0.25):
-    original = np.asanyarray(image.dataobj)
-    data = np.asarray(output.data)
-    assert data.shape == original.shape and data.dtype == original.dtype
-    changed = data != original
-    assert changed.any()
-    assert np.all(data[changed] == 0)
-    zooms = image.header.get_zooms()[:3]
-    from bidsapp.anatomy.brainmask import dilate_mm
-
-    assert not (changed & dilate_mm(brain, zooms, fc.GUARD_MM)).any(), "guard zone altered"
-    params = output.parameters
-    assert params["brain_voxels_removed"] == 0 and params["guard_mm"] == fc.GUARD_MM
-    assert params["min_distance_mm"] == "> 25" or params["min_distance_mm"] >= fc.GUARD_MM
-    nose, kept = face_evidence(original, data, brain, image.affine, zooms)
-    assert nose > 0.99, f"only {nose:.0%} of the nose tip removed"
-    assert kept < max_face_kept, f"{kept:.0%} of the face box kept"
+    check_defaced(image, output, brain, fc.GUARD_MM, max_face_kept)
 
 
 def test_plane_height_on_template_landmarks():

@@ -133,13 +133,14 @@ def _centroid(mask_or_weights: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return nib.affines.apply_affine(affine, idx)
 
 
-def _write_translation(path: Path, fixed_to_moving_ras: np.ndarray) -> None:
-    """Write an ITK affine (fixed LPS point -> moving LPS point) that translates by a RAS vector."""
+def _write_start(path: Path, shift_ras: np.ndarray, scale: float = 1.0) -> None:
+    """Write an ITK affine (fixed LPS point -> moving LPS point): ``scale * p + shift`` in RAS."""
     import ants
 
-    shift_lps = _FLIP[:3, :3] @ fixed_to_moving_ras
+    shift_lps = _FLIP[:3, :3] @ shift_ras
     tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
-    tx.set_parameters(np.concatenate([np.eye(3).ravel(), shift_lps]).tolist())
+    matrix = np.eye(3) * float(scale)
+    tx.set_parameters(np.concatenate([matrix.ravel(), shift_lps]).tolist())
     tx.set_fixed_parameters([0.0, 0.0, 0.0])
     ants.write_transform(tx, str(path))
 
@@ -196,14 +197,16 @@ def register_template(
     iterations: tuple[int, int] = (100, 50),
     sampling_rate: float = 0.2,
     work_dir: Path | None = None,
+    initial_scale: float = 1.0,
 ) -> TemplateRegistration:
     """Affinely register ``template`` (default: pydeface's head) to ``image``.
 
     Both are block-averaged to about ``resolution_mm`` (levels at twice and once that spacing);
     the metric is Mattes mutual information (any contrast). The start is a translation that
     aligns the brain centroids when ``brain_mask`` (on the image grid) is given and the template
-    knows its brain centroid, else the intensity centres of mass. Deterministic for fixed
-    arguments (see the module docstring).
+    knows its brain centroid, else the intensity centres of mass. ``initial_scale`` (template mm
+    per image mm, about the brain centroid) starts a head of another size (an infant's) near its
+    scale; 1 is a pure translation. Deterministic for fixed arguments (see the module docstring).
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     import ants  # noqa: F401  (imported after the thread setting on purpose)
@@ -220,16 +223,18 @@ def register_template(
     fixed_data, moving_data = _normalise(fixed_data), _normalise(moving_data)
     if brain_mask is not None and brain_mask.any() and template.brain_centroid_ras is not None:
         start = "brain centroids"
-        shift = template.brain_centroid_ras - _centroid(brain_mask, image.affine)
+        centre = _centroid(brain_mask, image.affine)
+        shift = template.brain_centroid_ras - initial_scale * centre
     else:
         start = "intensity centres of mass"
-        shift = _centroid(moving_data, moving_affine) - _centroid(fixed_data, fixed_affine)
+        centre = _centroid(fixed_data, fixed_affine)
+        shift = _centroid(moving_data, moving_affine) - initial_scale * centre
 
     fixed = _to_ants(fixed_data, fixed_affine)
     moving = _to_ants(moving_data, moving_affine)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="reg") as tmp:
         init = Path(tmp) / "init.mat"
-        _write_translation(init, shift)
+        _write_start(init, shift, initial_scale)
         prefix = str(Path(tmp) / "out")
         f_ptr, m_ptr = get_pointer_string(fixed), get_pointer_string(moving)
         args = [
@@ -265,5 +270,6 @@ def register_template(
             "sampling": f"regular, rate {sampling_rate}, seed {seed}",
             "itk_threads": 1,
             "start": start,
+            **({"initial_scale": round(float(initial_scale), 4)} if initial_scale != 1.0 else {}),
         },
     )

@@ -72,9 +72,11 @@ def build_parser(*, with_defacer_table: bool = False) -> argparse.ArgumentParser
                              "available on this machine")
     deface.add_argument("--brain-guard", choices=["auto", "on", "off"], default="auto",
                         help="never alter voxels within --guard-margin-mm of the original's "
-                             "brain mask; auto: each defacer's default (on for facemask)")
+                             "brain mask; auto: each defacer's default (on for facecut and "
+                             "facemask); facecut's own guard follows this and the margin")
     deface.add_argument("--guard-margin-mm", type=float, default=5.0, metavar="MM",
-                        help="safety margin around the brain used by the guard (default 5)")
+                        help="safety margin around the brain used by the guard, facecut's own "
+                             "included (default 5)")
     deface.add_argument("--ears", action="store_true",
                         help="ask defacers that support it to remove the ears too")
     deface.add_argument("--reface", action="store_true",

@@ -33,6 +33,9 @@ class DefaceRequest:
     ``image`` is the input as loaded (never written to). ``brain_mask`` is a boolean array on the
     image's grid (deepbet on the original), or None. ``work_dir`` is a private scratch folder
     (external tools run there). ``options`` carries defacer-specific flags (``ears``, ``reface``).
+    ``guard_margin_mm`` is the run's brain guard margin (``--guard-margin-mm``), None when the
+    guard is off (``--brain-guard off``, or auto for a defacer without one): a defacer with its
+    own guard (facecut) follows it.
     """
 
     image: nib.Nifti1Image
@@ -42,6 +45,7 @@ class DefaceRequest:
     seed: int = 42
     threads: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
+    guard_margin_mm: float | None = 5.0
 
 
 @dataclass

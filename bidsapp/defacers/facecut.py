@@ -3,15 +3,16 @@
 Method (``docs/defacers_default.md``):
 
 1. Register pydeface's mean head to the image (deterministic antspyx affine at 4 mm, started
-   from the deepbet brain centroid; :func:`bidsapp.anatomy.registration.register_template`) and
-   check the result against the brain mask.
+   from the deepbet brain centroid, and at the scale its volume implies for a small (infant's)
+   brain; :func:`bidsapp.anatomy.registration.register_template`) and check the result against
+   the brain mask (:mod:`bidsapp.anatomy.headsize`).
 2. Map every image voxel into the template's grid and remove it when it lies in front of the
    cut: a face plane leaning back 1 mm per 3 mm down (eyebrows, eyes, nose, lips), a deeper
    neck plane below the nose (chin to its tip, under the chin), both bent back at the sides.
    The cut is analytic, so it extends past the template's field of view: a nose or chin outside
    the template, or an image whose field of view ends at the nose, is covered.
-3. Guard: no voxel within ``GUARD_MM`` (5 mm, exact Euclidean distance) of the deepbet brain mask
-   is altered; the record holds the number of guarded voxels and the smallest distance between
+3. Guard: no voxel within the run's guard margin (``GUARD_MM``, 5 mm, by default; exact
+   Euclidean distance) of the deepbet brain mask is altered (``--brain-guard off``: no guard); the record holds the number of guarded voxels and the smallest distance between
    a removed voxel and the brain.
 4. Options: ``ears`` also removes the outer ears (template boxes beside the head, guarded);
    ``reface`` fills the removed voxels with the smoothed template head, its intensities
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from bidsapp.anatomy.headsize import checked_registration
 from bidsapp.defacers.base import (
     Availability,
     DefaceOutput,
@@ -33,7 +35,9 @@ from bidsapp.defacers.base import (
     template_defacer_availability,
 )
 
-#: No voxel closer than this (mm, Euclidean, voxel centres) to the deepbet brain mask is altered.
+#: Default guard: no voxel closer than this (mm, Euclidean, voxel centres) to the deepbet brain
+#: mask is altered. The run's ``--guard-margin-mm`` / ``--brain-guard`` replace it
+#: (``DefaceRequest.guard_margin_mm``).
 GUARD_MM = 5.0
 
 # The cut, in pydeface template grid coordinates (i: right, j: anterior, k: superior; about 1 mm
@@ -48,8 +52,6 @@ NECK_J0, NECK_K0, NECK_SLOPE = 184.0, 60.0, 0.3
 MID_I, WRAP_MM, WRAP_HALF_WIDTH, WRAP_CAP = 88.0, 25.0, 60.0, 1.0
 #: Ears: |i - MID_I| > EAR_HALF_WIDTH, EAR_J[0] <= j <= EAR_J[1], EAR_K[0] <= k <= EAR_K[1].
 EAR_HALF_WIDTH, EAR_J, EAR_K = 52.0, (40.0, 135.0), (30.0, 130.0)
-#: Registration sanity limits: template brain centre vs image brain centre, and volume scale.
-MAX_CENTRE_ERROR_MM, SCALE_RANGE = 25.0, (0.4, 2.5)
 
 
 def template_coordinates(vox_map: np.ndarray, shape, axis: int) -> np.ndarray:
@@ -127,22 +129,6 @@ def brain_distance(
     return dist, box
 
 
-def _check_registration(reg, brain: np.ndarray, affine: np.ndarray) -> list[str]:
-    """Problems with the registration, judged from the brain mask (empty list when fine)."""
-    from bidsapp.anatomy.registration import PYDEFACE_BRAIN_CENTROID, _centroid
-
-    problems = []
-    centre = _centroid(brain, affine)
-    mapped = reg.image_points_to_template(centre[None])[0]
-    error = float(np.linalg.norm(mapped - np.asarray(PYDEFACE_BRAIN_CENTROID)))
-    if error > MAX_CENTRE_ERROR_MM:
-        problems.append(f"brain centres {error:.0f} mm apart after registration")
-    scale = abs(float(np.linalg.det(reg.image_to_template[:3, :3])))
-    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
-        problems.append(f"implausible volume scale {scale:.2f}")
-    return problems
-
-
 def _reface(
     image_data: np.ndarray, removed: np.ndarray, kept_band: np.ndarray, generic: np.ndarray
 ) -> np.ndarray:
@@ -181,7 +167,8 @@ class FaceCut(Defacer):
     title = "facecut (bidsapp default)"
     summary = (
         "face, chin and (optionally) ears removed by a registered template region, "
-        f"never within {GUARD_MM:g} mm of the brain; deterministic"
+        f"never within --guard-margin-mm ({GUARD_MM:g}) of the brain; newborn to adult; "
+        "deterministic"
     )
     citation = (
         "Template face-mask defacing after Gulban OF, et al., pydeface; registration with "
@@ -200,8 +187,6 @@ class FaceCut(Defacer):
         return Availability(True, version=f"bidsapp {__version__}")
 
     def deface(self, request: DefaceRequest) -> DefaceOutput:
-        from bidsapp.anatomy.registration import register_template
-
         image = request.image
         shape = image.shape[:3]
         zooms = image.header.get_zooms()[:3]
@@ -217,21 +202,19 @@ class FaceCut(Defacer):
         ears = bool(request.options.get("ears", False))
         reface = bool(request.options.get("reface", False))
 
-        reg = register_template(
-            image, brain_mask=brain, seed=request.seed, work_dir=request.work_dir
-        )
-        problems = _check_registration(reg, brain, image.affine)
-        if problems:
-            raise RuntimeError("template registration failed: " + "; ".join(problems))
+        margin = request.guard_margin_mm
+        reg, size = checked_registration(image, brain, seed=request.seed,
+                                         work_dir=request.work_dir)
         vox_map = reg.voxel_map(np.asarray(image.affine, dtype=float))
 
         region = face_region(vox_map, shape)
         if ears:
             region |= ear_region(vox_map, shape)
-        reach = GUARD_MM + 20.0
+        reach = (margin or 0.0) + 20.0
         dist, box = brain_distance(brain, zooms, region, reach)
         guard = np.zeros(shape, dtype=bool)
-        guard[box] = dist <= GUARD_MM
+        if margin is not None:
+            guard[box] = dist <= margin
         guarded = region & guard
         removed = region & ~guard
         n_removed = int(removed.sum())
@@ -239,7 +222,8 @@ class FaceCut(Defacer):
 
         parameters: dict[str, Any] = {
             **reg.parameters,
-            "guard_mm": GUARD_MM,
+            **size.record(),
+            "guard_mm": margin if margin is not None else "off",
             "guard_mask": "deepbet brain mask of the input",
             "guarded_voxels": int(guarded.sum()),
             "removed_voxels": n_removed,
@@ -266,13 +250,16 @@ class FaceCut(Defacer):
         return DefaceOutput(
             data=out,
             parameters=parameters,
-            notes=[
-                (
-                    f"no voxel within {GUARD_MM:g} mm of the deepbet brain mask was altered "
-                    f"({parameters['guarded_voxels']} face-region voxels kept by the guard)"
-                )
-            ],
+            notes=[_guard_note(margin, parameters)],
         )
+
+
+def _guard_note(margin: float | None, parameters: dict[str, Any]) -> str:
+    if margin is None:
+        return (f"brain guard off (--brain-guard off): {parameters['brain_voxels_removed']} "
+                "brain voxels removed")
+    return (f"no voxel within {margin:g} mm of the deepbet brain mask was altered "
+            f"({parameters['guarded_voxels']} face-region voxels kept by the guard)")
 
 
 def _generic_face(reg, shape, affine) -> np.ndarray:

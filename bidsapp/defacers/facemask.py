@@ -3,7 +3,9 @@
 pydeface registers its mean head template to the image with FSL FLIRT (affine), carries its
 face mask (1 = keep, 0 = face) into the image with the same transform and multiplies. Here the
 registration is antspyx's (:func:`bidsapp.anatomy.registration.register_template`,
-deterministic), the mask is interpolated linearly and voxels where it is below 0.5 are removed.
+deterministic, started at the scale the deepbet brain volume implies for an infant's head and
+checked against the brain mask: :mod:`bidsapp.anatomy.headsize`), the mask is interpolated
+linearly and voxels where it is below 0.5 are removed.
 As in pydeface, voxels outside the template's field of view count as mask 0 (removed); the
 runner's brain guard restores anything near the brain.
 """
@@ -44,12 +46,12 @@ class FaceMask(Defacer):
     def deface(self, request: DefaceRequest) -> DefaceOutput:
         import nibabel as nib
 
-        from bidsapp.anatomy.registration import register_template
+        from bidsapp.anatomy.headsize import checked_registration
         from bidsapp.anatomy.templates import pydeface_file
 
         image = request.image
-        reg = register_template(
-            image, brain_mask=request.brain_mask, seed=request.seed, work_dir=request.work_dir
+        reg, size = checked_registration(
+            image, request.brain_mask, seed=request.seed, work_dir=request.work_dir
         )
         facemask = np.asanyarray(nib.load(pydeface_file("facemask.nii.gz")).dataobj)
         keep = reg.to_image(facemask, image.shape, image.affine, order=1, mode="constant")
@@ -59,6 +61,7 @@ class FaceMask(Defacer):
             data=data,
             parameters={
                 **reg.parameters,
+                **(size.record() if size else {}),
                 "mask": "pydeface facemask.nii.gz, linear, removed where < 0.5",
                 "outside_template_fov": "removed (as pydeface)",
                 "removed_voxels": int(removed.sum()),

@@ -104,7 +104,8 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
             request = DefaceRequest(image=image, image_path=Path(spec["image"]),
                                     work_dir=out_dir / "tool", brain_mask=brain,
                                     seed=spec["seed"], threads=spec["threads"],
-                                    options=spec["options"])
+                                    options=spec["options"],
+                                    guard_margin_mm=_guard_margin(spec))
             request.work_dir.mkdir(exist_ok=True)
             output, mode = defacer.deface(request), "direct"
         original = np.asanyarray(image.dataobj)
@@ -138,6 +139,11 @@ def _load_mask(path: str, image: nib.Nifti1Image) -> np.ndarray:
     if mask.shape != image.shape[:3]:
         raise RuntimeError(f"brain mask {path} has shape {mask.shape}, image has {image.shape}")
     return mask
+
+
+def _guard_margin(spec: dict[str, Any]) -> float | None:
+    """The guard margin a defacer's own guard follows: the run's, None when the guard is off."""
+    return float(spec["guard_margin_mm"]) if spec["guard"] else None
 
 
 def _apply_guard(spec, image, brain, original, defaced) -> dict[str, Any]:
