@@ -7,8 +7,9 @@ but a result without the brain or the face measure is ``n/a``):
 1. the defacer succeeded;
 2. the brain is preserved: no voxel of the original's brain mask was altered;
 3. the face regions are removed: at least :data:`FACE_REMOVED_MIN_PCT` percent of the face's
-   skin and at least :data:`FEATURE_REMOVED_MIN_PCT` percent of each of the eyes, the nose and
-   the mouth (regions located on the original's face, see docs/metrics_defacing.md);
+   skin and at least :data:`FEATURE_REMOVED_MIN_PCT` percent of each of :data:`FEATURES`, the
+   nose and the mouth (regions located on the original's face, see docs/metrics_defacing.md;
+   the eyes and chin are measured and reported, not required);
 4. the face is not detected: dlib's CNN detector finds no face on the defaced renders;
 5. the person is not re-identified (when the identification attack was run).
 """
@@ -51,10 +52,10 @@ def verdict(status: Any, brain_voxels: Any, face_pct: Any,
     ``face_detected`` and ``reidentified`` are True, False or None (not measured).
 
     >>> verdict("ok", 0, 95.0, {"eyes": 90, "nose": 100, "mouth": 100}, False)
-    ('pass', 'no brain voxel altered; 95% of the face removed (eyes 90%, nose 100%, mouth 100%); no face detected')
-    >>> verdict("ok", 0, 95.0, {"eyes": 20, "nose": 100, "mouth": 100})
-    ('fail', 'eyes: 20% removed (< 50%)')
-    >>> verdict("ok", 12, 95.0)[0], verdict("ok", 0, 40.0)[0], verdict("ok", 0, float("nan"))[0]
+    ('pass', 'no brain voxel altered; 95% of the face removed (nose 100%, mouth 100%); no face detected')
+    >>> verdict("ok", 0, 95.0, {"eyes": 100, "nose": 20, "mouth": 100})
+    ('fail', 'nose: 20% removed (< 35%)')
+    >>> verdict("ok", 12, 95.0)[0], verdict("ok", 0, 39.0)[0], verdict("ok", 0, float("nan"))[0]
     ('fail', 'fail', 'n/a')
     >>> verdict("ok", 0, 95.0, face_detected=True)[1]
     'a face is still detected'
