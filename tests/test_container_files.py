@@ -226,6 +226,13 @@ def _resolve(value: str, args: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), value)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap, issue 17: the Dockerfile's *_SHA256 build arguments are empty and its base "
+    "images undigested; the checksums need the sources (FSL, FreeSurfer, AFNI, MCR, GitHub), "
+    "which this machine cannot reach. strict: the day the pins are filled this test passes and "
+    "the marker must go.",
+)
 def test_every_download_is_pinned_by_checksum():
     """Every file fetched outside a package manager has a SHA-256 (64 hex digits) that the build
     checks, and every base image an immutable digest: a tag or an empty checksum pins nothing.
