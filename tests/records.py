@@ -164,6 +164,9 @@ def make_results(root: Path, subjects=("01", "02"), defacers=("quickshear", "fac
                 write_input_record(root, bids_dir, image, {
                     "status": "failed", "error": f"{image.path.name}: every voxel is zero"})
                 continue
+            if not image.path.is_file():  # the input, as a BIDS dataset holds it
+                image.path.parent.mkdir(parents=True, exist_ok=True)
+                nib.save(nib.Nifti1Image(synthetic_head()[0], affine()), image.path)
             scratch = work / image.key
             scratch.mkdir(parents=True, exist_ok=True)
             brain_file = scratch / "brain.nii.gz"

@@ -195,6 +195,50 @@ def test_group_level(faces_run, ds_faces):
     facecut = table[table["defacer"] == "facecut"]
     assert len(facecut) == 8 and set(facecut["verdict"]) == {"pass"}, facecut["verdict"]
     assert (faces_run["out"] / "group_report.html").is_file()
+    _check_identification(faces_run["out"], table)
+
+
+def _check_identification(out: Path, t1w):
+    """The attack's ceiling: the two T1w runs of xa30 find each other; facecut is re-identified
+    nowhere; every image's row carries its rank; the rates table has one row per defacer."""
+    import pandas as pd
+
+    rates = pd.read_csv(out / "group_identification.tsv", sep="\t")
+    originals = rates[(rates["suffix"] == "T1w") & (rates["defacer"] == "original")]
+    assert len(originals) == 1 and int(originals["own_rank1"].iloc[0]) >= 2, rates
+    assert set(rates["defacer"]) == {"original", *NATIVE}, rates["defacer"]
+    facecut = rates[rates["defacer"] == "facecut"]
+    assert (facecut[["own_reidentified", "box_reidentified"]] == 0).all().all(), facecut
+    assert "identification.box.rank" in t1w.columns
+    ranked = t1w[t1w["defacer"] == "facecut"]["identification.box.rank"]
+    assert ranked.notna().sum() >= 6, ranked  # every T1w whose original shows a face
+
+
+def test_no_face_embedding_is_written(faces_run, ds_faces):
+    """The attack keeps face descriptors in memory: none of one original's is in any file the
+    participant and group levels wrote (as float32 or float64 bytes, or as text)."""
+    from bidsapp import identification
+    from bidsapp.bids import find_anatomical_images, load_layout
+    from bidsapp.outputs import output_path
+
+    out = faces_run["out"]
+    image = next(i for i in find_anatomical_images(load_layout(ds_faces)) if i.key == "sub-xa30_run-1_T1w")
+    brain = nib.load(str(output_path(out, image, desc="brain", suffix="mask", mod=True)))
+    seen = identification.see_original(nib.load(str(image.path)), np.asanyarray(brain.dataobj) > 0)
+    assert seen.descriptors, "no face found on the original: nothing to look for"
+    needles = set()
+    for descriptor in seen.descriptors.values():
+        head = np.asarray(descriptor)[:4]
+        needles |= {head.astype("<f4").tobytes(), head.astype("<f8").tobytes(),
+                    repr(float(head[0])).encode(), f"{float(head[0]):.8f}".encode()}
+    written = [p for root in (out, out.parent / "work") for p in root.rglob("*") if p.is_file()]
+    assert len(written) > 100
+    for path in written:
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            import gzip
+            data = gzip.decompress(data)
+        assert not any(needle in data for needle in needles), path
 
 
 def _keys(node, prefix=""):

