@@ -211,7 +211,7 @@ def _check_identification(out: Path, t1w):
     assert (facecut[["own_reidentified", "box_reidentified"]] == 0).all().all(), facecut
     assert "identification.box.rank" in t1w.columns
     ranked = t1w[t1w["defacer"] == "facecut"]["identification.box.rank"]
-    assert ranked.notna().sum() >= 6, ranked  # every T1w whose original shows a face
+    assert ranked.notna().sum() >= 3, ranked  # xa30 run-1 and run-2, adi (its T2w in the gallery)
 
 
 def test_no_face_embedding_is_written(faces_run, ds_faces):
