@@ -29,7 +29,7 @@ from bidsapp.defacers.base import DefaceRequest
 from bidsapp.metrics import OriginalReference, defaced_skin, defacing_metrics, input_face_check
 
 DEFACERS = ("quickshear", "deepdefacer", "facemask")
-GROUPS = ("brain", "face", "reid", "downstream")
+GROUPS = ("brain", "face", "detection", "downstream")
 
 
 def images(testdata: Path) -> list[tuple[str, str, Path]]:
@@ -143,16 +143,13 @@ def figure(path: Path, work: Path) -> None:
                      f" nose tip {'removed' if record['nose_tip_removed'] else 'left'}",
                      fontsize=10)
         view = axes[1, col]
-        view.imshow(skin.renders["front"], cmap="gray", vmin=0, vmax=255)
-        _box(view, skin.detections["front"])
-        view.set_title(f"{'gh'[col - 2]}) {name}, front render: "
+        _render_panel(view, skin.faces)
+        view.set_title(f"{'gh'[col - 2]}) {name}, best view: "
                        f"{'face' if record['face_detected'] else 'no face'}")
-    for col, view_name in ((0, "front"), (1, "oblique")):
-        view = axes[1, col]
-        view.imshow(ref.skin.renders[view_name], cmap="gray", vmin=0, vmax=255)
-        _box(view, ref.skin.detections[view_name])
-        view.set_title(f"{'ef'[col]}) template, {view_name} render: score "
-                       f"{_fmt(ref.skin.detections[view_name].score)}")
+    for col in (0, 1):
+        axes[1, col].set_axis_off()
+    _render_panel(axes[1, 0], ref.skin.faces)
+    axes[1, 0].set_title(f"e) template, best view: score {_fmt(record_score(ref.skin.faces))}")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -162,13 +159,26 @@ def figure(path: Path, work: Path) -> None:
     print(f"figure written to {path}")
 
 
-def _box(ax, detection) -> None:
+def record_score(faces):
+    """The best dlib score over a head's views (None without a face)."""
+    found = [f.score for f in (faces.faces.values() if faces else ()) if f is not None]
+    return max(found) if found else None
+
+
+def _render_panel(ax, faces) -> None:
+    """The render of the best-scoring view (the frontal one without a face), with dlib's box."""
     import matplotlib.pyplot as plt
 
-    if detection.box is not None:
-        x, y, w, h = detection.box
-        colour = "lime" if detection.found else "orange"
-        ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, ec=colour, lw=2))
+    if faces is None:
+        return
+    best = max((f for f in faces.faces.values() if f is not None), key=lambda f: f.score,
+               default=None)
+    view = best.view if best is not None else next(iter(faces.renders))
+    ax.imshow(faces.renders[view].image, cmap="gray", vmin=0, vmax=255)
+    if best is not None:
+        left, top, right, bottom = best.box
+        ax.add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False,
+                                   ec="lime", lw=2))
 
 
 def main(argv=None) -> int:
@@ -185,10 +195,9 @@ def main(argv=None) -> int:
     if args.figure:
         figure(args.figure, work)
     results, calibration_orig, calibration_defaced = [], [], []
-    raw_orig, raw_defaced = [], []
     print("seconds per metric group and image (reference: once per image; then per output)")
     header = (f"{'image':28s} {'output':12s} {'mask':>5s} {'brain':>5s} {'face':>5s} "
-              f"{'reid':>5s} {'dstrm':>5s} | {'face%':>5s} {'eyes%':>5s} {'nose%':>5s} "
+              f"{'det':>5s} {'dstrm':>5s} | {'face%':>5s} {'eyes%':>5s} {'nose%':>5s} "
               f"{'tip':>4s} {'ears%':>5s} {'score':>6s} {'det':>4s} {'brain':>6s} {'dice':>6s}")
     print(header)
     for dataset, label, path in images(args.testdata):
@@ -202,14 +211,14 @@ def main(argv=None) -> int:
         check = input_face_check(ref)
         t = ref.timings
         print(f"{label:28s} {'(original)':12s} {mask_s:5.1f} {t.get('brain', 0):5.1f} "
-              f"{t.get('face', 0):5.1f} {t.get('reid', 0):5.1f} {t.get('segmentation', 0):5.1f}"
+              f"{t.get('face', 0):5.1f} {t.get('detection', 0):5.1f} "
+              f"{t.get('segmentation', 0):5.1f}"
               f" | input face {'found' if check['input_face_detected'] else 'not found'}, "
-              f"score {_fmt(check['input_face_score_front'])}, flagged "
+              f"score {_fmt(check['input_face_score'])}, flagged "
               f"{_fmt(check['input_already_defaced'])} ({check['input_face_check']})")
         expected = dataset == "ds-faces" and ref.lower_face_in_fov
         if dataset == "ds-defaced" or ref.lower_face_in_fov:
             calibration_orig.append((expected, bool(check["input_face_detected"])))
-            raw_orig.append((expected, bool(check["input_face_detected_front"])))
         results.append({"image": label, "dataset": dataset, "output": "original",
                         "timings": {"brain_mask": mask_s, **t}, **check})
         outputs = [("self", image)]
@@ -222,25 +231,22 @@ def main(argv=None) -> int:
             record = defacing_metrics(ref, defaced, downstream=not args.no_downstream,
                                       timings=timings)
             print(f"{'':28s} {name:12s} {'':5s} {timings.get('brain', 0):5.1f} "
-                  f"{timings.get('face', 0):5.1f} {timings.get('reid', 0):5.1f} "
+                  f"{timings.get('face', 0):5.1f} {timings.get('detection', 0):5.1f} "
                   f"{timings.get('downstream', 0):5.1f} | "
                   f"{_fmt(record['face_altered_pct']):>5s} {_fmt(record['eyes_altered_pct']):>5s}"
                   f" {_fmt(record['nose_altered_pct']):>5s} "
                   f"{'gone' if record['nose_tip_removed'] else 'left':>4s} "
                   f"{_fmt(record['ears_altered_pct']):>5s} "
-                  f"{_fmt(record['face_score_front']):>6s} {_fmt(record['face_detected']):>4s} "
+                  f"{_fmt(record['face_score']):>6s} {_fmt(record['face_detected']):>4s} "
                   f"{record['brain_changed_voxels']:6d} {_fmt(record['bet_dice']):>6s}")
             if name != "self":
                 calibration_defaced.append((False, bool(record["face_detected"])))
-                raw_defaced.append((False, bool(record["face_detected_front"])))
             results.append({"image": label, "dataset": dataset, "output": name,
                             "timings": timings, **record})
-    print("\nface detection calibration (front render, Haar cascade; the verdict also rejects a"
-          " painted refacer face)")
+    print("\nface detection (dlib CNN over the view grid; a painted refacer face is rejected)")
     print(f"  originals (face expected on ds-faces with the whole face in the field of view,"
-          f" none on ds-defaced): raw Haar {counts(raw_orig)}; verdict {counts(calibration_orig)}")
-    print(f"  defaced outputs (no face expected): raw Haar {counts(raw_defaced)}; "
-          f"verdict {counts(calibration_defaced)}")
+          f" none on ds-defaced): {counts(calibration_orig)}")
+    print(f"  defaced outputs (no face expected): {counts(calibration_defaced)}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=_json_default))
     return 0
