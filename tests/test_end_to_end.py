@@ -129,8 +129,16 @@ def test_rerun_resumes_from_work_dir(faces_run):
 def test_already_defaced_dataset_runs(ds_defaced, tmp_path):
     proc, _ = run_bidsapp(ds_defaced, tmp_path / "out", "participant", "-w", tmp_path / "work",
                        "--defacers", "quickshear", "facemask")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert len(list((tmp_path / "out").rglob("*_desc-facemask_T1w.nii.gz"))) == 3
+    # sub-ds001946 and its refaced copy say 1 mm voxels for about 2 mm: a 167 ml brain, which
+    # the template defacers refuse with the reason (issue 18); quickshear defaces all three
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert len(list((tmp_path / "out").rglob("*_desc-quickshear_T1w.nii.gz"))) == 3
+    assert len(list((tmp_path / "out").rglob("*_desc-facemask_T1w.nii.gz"))) == 1
+    for name in ("sub-ds001946", "sub-ds001946r"):
+        record = json.loads(next((tmp_path / "out").rglob(f"{name}_desc-facemask_T1w.json"))
+                            .read_text())
+        assert record["status"] == "failed", name
+        assert "smaller than the 300 ml" in record["error"] and "voxel sizes" in record["error"]
 
 
 def test_bad_image_is_isolated(ds_faces, tmp_path):
@@ -242,10 +250,13 @@ def test_no_face_embedding_is_written(faces_run, ds_faces):
 
 
 def _keys(node, prefix=""):
-    """Every key path of a record (lists are leaves)."""
+    """Every key path of a record (lists are leaves); per-view keys (``face_score_y+0p-15``)
+    as ``face_score_<view>``: which views a record lists depends on where its face was found."""
+    import re
+
     out = set()
     for key, value in node.items():
-        out.add(prefix + key)
+        out.add(prefix + re.sub(r"y[+-]\d+p[+-]\d+", "<view>", key))
         if isinstance(value, dict):
             out |= _keys(value, f"{prefix}{key}.")
     return out

@@ -82,8 +82,9 @@ def size_problem(size: HeadSize) -> str | None:
     if size.complete and size.brain_ml < MIN_BRAIN_ML:
         return (
             f"the brain is {size.brain_ml:.0f} ml, smaller than the {MIN_BRAIN_ML:g} ml this "
-            "template defacer supports (a preterm head, or a brain mask that missed most of the "
-            "brain); use a defacer made for it or check the brain mask"
+            "template defacer supports (a preterm head, a brain mask that missed most of the "
+            "brain, or voxel sizes in the header smaller than the real ones); use a defacer made "
+            "for it, or check the brain mask and the header's voxel sizes"
         )
     return None
 
