@@ -52,13 +52,13 @@ def test_verdict_agrees_with_the_visual_ratings(faces_run, more_run):
 
     from bidsapp import group
 
-    ratings = pd.read_csv(RATINGS, sep="\t", comment="#")
+    ratings = pd.read_csv(RATINGS, sep="\t", comment="#").rename(columns={"notes": "rating_notes"})
     tables = [group.aggregate(faces_run["out"]).assign(dataset="ds-faces"),
               group.aggregate(more_run["out"]).assign(dataset="ds-more")]
     table = pd.concat(tables).merge(ratings, on=["dataset", "image", "defacer"])
     assert len(table) >= 0.9 * len(ratings[ratings["defacer"].isin(NATIVE)])
     table["agrees"] = (table["verdict"] == "pass") == (table["rating"] == "pass")
-    shown = ["image", "defacer", "rating", "verdict", "verdict_reason", "notes"]
+    shown = ["image", "defacer", "rating", "verdict", "verdict_reason", "rating_notes"]
     print(f"\nverdict agrees with the ratings on {table['agrees'].sum()} of {len(table)}")
     print(table.loc[~table["agrees"], shown].to_string(index=False))
     assert table["agrees"].mean() >= 0.9

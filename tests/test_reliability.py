@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bidsapp.verdicts import FACE_REMOVED_MIN_PCT
 from conftest import file_hashes
 from edgecases import (
     ACCEPTED, REJECTED, bidsapp_command, explain, make_dataset, require_privileges, run,
@@ -160,8 +161,14 @@ def test_the_rest_of_the_dataset_completes(bad_input_run, case):
         assert defaced.get_data_dtype() == original.get_data_dtype()
         assert mask.any(), f"{case} {defacer}: nothing removed"
         assert record["metrics"]["brain_changed_voxels"] == 0, (case, defacer)
-    facecut = _results(bad_input_run["out"], case, "facecut")[0]
-    assert facecut["metrics"]["face_altered_pct"] >= 95, case
+    metrics = _results(bad_input_run["out"], case, "facecut")[0]["metrics"]
+    for region in ("nose", "mouth", "chin"):
+        assert metrics[f"{region}_altered_pct"] >= 95, (case, region)
+    # the regions are measured on the skin seen along the world's anterior axis: on the head
+    # pitched back 30 degrees (the same cut, rotated) the eye region lands on the brow the guard
+    # keeps (eyes 11 % vs 100 % upright, face 78 %), a limit docs/metrics_defacing.md states
+    assert metrics["face_altered_pct"] >= (FACE_REMOVED_MIN_PCT if case == "oblique" else 95)
+    assert metrics["face_detected"] is False, case
     assert (bad_input_run["out"] / f"sub-{case}.html").is_file()
 
 
