@@ -10,6 +10,9 @@ Reads only ``output_dir`` (records, figures, ratings) and writes into it:
   of renders and links to the participant reports (offline, self-contained but for the gallery's
   thumbnails, which are the participant reports' figure files).
 
+Then every participant's report (``sub-<label>.html``) is rewritten, so that it shows the group
+verdicts and the identification figures of :func:`read_group_results`.
+
 A result *passes* when :func:`bidsapp.verdicts.verdict` says so (defacer succeeded, brain
 preserved, face regions removed, no face detected, not re-identified; see docs/reports.md).
 The pure parts (:func:`aggregate`, :func:`add_verdicts`, :func:`summarise`, :func:`recommend`,
@@ -477,7 +480,8 @@ def _usage_error(message: str):
 def run_group(settings) -> int:
     """The group level: tables, summary and report from ``settings.output_dir`` alone.
 
-    Returns 0, or 1 when some record or ratings file could not be read (reported, skipped).
+    Returns 0, or 1 when some record or ratings file could not be read, or a participant report
+    could not be rewritten (reported, skipped).
     Raises :class:`bidsapp.cli.run.UsageError` when there is no participant result to compare.
     """
     output_dir = Path(settings.output_dir)
@@ -502,12 +506,33 @@ def run_group(settings) -> int:
         identification, lines = identify(settings.bids_dir, output_dir, found)
     outputs = write_group_outputs(output_dir, found, identification=identification,
                                   extra_problems=lines)
+    outputs.problems += rewrite_reports(settings, sorted({r.subject for r in
+                                                          found.results + found.inputs}))
     for line in outputs.problems:
         LOGGER.error("problem: %s", line)
     LOGGER.info("group level: %d result(s) of %d image(s), %d participant(s) in %.1f s; "
                 "report: %s", outputs.n_results, outputs.n_images, outputs.n_subjects,
                 time.perf_counter() - start, outputs.report)
     return 1 if outputs.problems else 0
+
+
+def rewrite_reports(settings, subjects: Iterable[str]) -> list[str]:
+    """Rewrite each participant's report now that the group tables hold the group verdicts and
+    the identification; one problem line per report that failed (figures are cached, so this is
+    cheap). The reports keep the participant level's ``show_faces`` choice only when the group
+    level is given it too."""
+    from bidsapp.reports.participant import write_participant_report
+
+    problems = []
+    for subject in subjects:
+        try:
+            write_participant_report(settings.output_dir, subject,
+                                     show_faces=getattr(settings, "show_faces", False),
+                                     bids_dir=getattr(settings, "bids_dir", None))
+        except Exception as exc:  # one report must not stop the others
+            problems.append(f"sub-{subject}.html: the report was not rewritten "
+                            f"({type(exc).__name__}: {exc})")
+    return problems
 
 
 @dataclass
