@@ -10,6 +10,9 @@ Reads only ``output_dir`` (records, figures, ratings) and writes into it:
   of renders and links to the participant reports (offline, self-contained but for the gallery's
   thumbnails, which are the participant reports' figure files).
 
+Then every participant's report (``sub-<label>.html``) is rewritten, so that it shows the group
+verdicts and the identification figures of :func:`read_group_results`.
+
 A result *passes* when :func:`bidsapp.verdicts.verdict` says so (defacer succeeded, brain
 preserved, face regions removed, no face detected, not re-identified; see docs/reports.md).
 The pure parts (:func:`aggregate`, :func:`add_verdicts`, :func:`summarise`, :func:`recommend`,
@@ -54,6 +57,11 @@ HEADLINES: dict[str, tuple[tuple[str, float], ...]] = {
 REIDENTIFIED = "identification.reidentified"
 #: The identification rates per suffix and defacer, beside the summary.
 IDENTIFICATION_TABLE = "group_identification.tsv"
+#: The summary table (one row per suffix and defacer).
+SUMMARY_TABLE = "group_summary.tsv"
+#: The per-attack-mode figures of a result (``identification.<mode>.<figure>`` columns).
+IDENTIFICATION_FIGURES = ("rank", "n_candidates", "distance", "same_scan_distance",
+                          "reidentified")
 #: Run costs shown beside the metrics.
 COSTS = ("wall_time_s", "peak_rss_mb", "cpu_time_s")
 #: Scalar record keys that are provenance or bookkeeping, not metrics.
@@ -472,7 +480,8 @@ def _usage_error(message: str):
 def run_group(settings) -> int:
     """The group level: tables, summary and report from ``settings.output_dir`` alone.
 
-    Returns 0, or 1 when some record or ratings file could not be read (reported, skipped).
+    Returns 0, or 1 when some record or ratings file could not be read, or a participant report
+    could not be rewritten (reported, skipped).
     Raises :class:`bidsapp.cli.run.UsageError` when there is no participant result to compare.
     """
     output_dir = Path(settings.output_dir)
@@ -497,12 +506,33 @@ def run_group(settings) -> int:
         identification, lines = identify(settings.bids_dir, output_dir, found)
     outputs = write_group_outputs(output_dir, found, identification=identification,
                                   extra_problems=lines)
+    outputs.problems += rewrite_reports(settings, sorted({r.subject for r in
+                                                          found.results + found.inputs}))
     for line in outputs.problems:
         LOGGER.error("problem: %s", line)
     LOGGER.info("group level: %d result(s) of %d image(s), %d participant(s) in %.1f s; "
                 "report: %s", outputs.n_results, outputs.n_images, outputs.n_subjects,
                 time.perf_counter() - start, outputs.report)
     return 1 if outputs.problems else 0
+
+
+def rewrite_reports(settings, subjects: Iterable[str]) -> list[str]:
+    """Rewrite each participant's report now that the group tables hold the group verdicts and
+    the identification; one problem line per report that failed (figures are cached, so this is
+    cheap). The reports keep the participant level's ``show_faces`` choice only when the group
+    level is given it too."""
+    from bidsapp.reports.participant import write_participant_report
+
+    problems = []
+    for subject in subjects:
+        try:
+            write_participant_report(settings.output_dir, subject,
+                                     show_faces=getattr(settings, "show_faces", False),
+                                     bids_dir=getattr(settings, "bids_dir", None))
+        except Exception as exc:  # one report must not stop the others
+            problems.append(f"sub-{subject}.html: the report was not rewritten "
+                            f"({type(exc).__name__}: {exc})")
+    return problems
 
 
 @dataclass
@@ -575,11 +605,11 @@ def write_group_outputs(output_dir: Path, found: Collection, *,
     table = _ordered(table)
     tables = []
     for suffix in suffix_order(table["suffix"]):
-        path = output_dir / f"group_{suffix}.tsv"
+        path = result_table(output_dir, suffix)
         atomic_write_text(path, _tsv(table[table["suffix"] == suffix].dropna(axis=1, how="all")))
         tables.append(path)
     summary = summarise(table, threshold=threshold)
-    summary_path = output_dir / "group_summary.tsv"
+    summary_path = output_dir / SUMMARY_TABLE
     atomic_write_text(summary_path, _tsv(summary))
     rates = identification_summary(identification)
     if not rates.empty:
@@ -595,20 +625,80 @@ def write_group_outputs(output_dir: Path, found: Collection, *,
                         len({r.image for r in found.results + found.inputs}), len(subjects))
 
 
-def read_verdicts(output_dir: Path) -> dict[tuple[str, str], tuple[str, str]]:
-    """(image, defacer) -> (verdict, reason) from the ``group_<suffix>.tsv`` tables on disk."""
-    verdicts: dict[tuple[str, str], tuple[str, str]] = {}
-    for path in sorted(Path(output_dir).glob("group_*.tsv")):
-        if path.name == "group_summary.tsv":
-            continue
+def result_table(output_dir: Path, suffix: str) -> Path:
+    """The group table of one suffix: ``group_<suffix>.tsv``, one row per image and defacer."""
+    return Path(output_dir) / f"group_{suffix}.tsv"
+
+
+def result_tables(output_dir: Path) -> list[Path]:
+    """The ``group_<suffix>.tsv`` tables on disk (not the summary, not the identification rates)."""
+    return [path for path in sorted(Path(output_dir).glob("group_*.tsv"))
+            if path.name not in (SUMMARY_TABLE, IDENTIFICATION_TABLE)]
+
+
+def _cell(value: str) -> Any:
+    """One TSV cell as :func:`_tsv` wrote it: ``n/a`` and "" -> None, true/false -> bool,
+    numbers -> int or float, anything else the text.
+
+    >>> [_cell(v) for v in ("n/a", "", "true", "3", "0.25", "y+0p+0")]
+    [None, None, True, 3, 0.25, 'y+0p+0']
+    """
+    if value in ("n/a", ""):
+        return None
+    if value in ("true", "false"):
+        return value == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _identification_of(row: dict[str, str]) -> dict[str, Any] | None:
+    """The identification figures of one group-table row; None when it was not attacked."""
+    from bidsapp.identification import MODES
+
+    if _cell(row.get(f"identification.{next(iter(MODES))}.n_candidates", "n/a")) is None:
+        return None
+    out: dict[str, Any] = {
+        key: _cell(row.get(f"identification.{key}", "n/a"))
+        for key in ("reidentified", "views", "views_with_face", "best_score", "best_view",
+                    "best_box")}
+    for mode in MODES:
+        out[mode] = {name: _cell(row.get(f"identification.{mode}.{name}", "n/a"))
+                     for name in IDENTIFICATION_FIGURES}
+    return out
+
+
+def read_group_results(output_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """(image, defacer) -> what the group level concluded, from the group tables on disk.
+
+    Each value holds ``verdict`` and ``reason`` (the group verdict, re-identification
+    included), ``table`` (the file it was read from) and ``identification``: None when the
+    attack did not run on that result (``--skip-identification``, no models, not attacked),
+    else ``reidentified``, the detections of the attack's renders (``views``,
+    ``views_with_face``, ``best_score``, ``best_view``, ``best_box``) and per mode
+    (:data:`bidsapp.identification.MODES`) the :data:`IDENTIFICATION_FIGURES`, None where the
+    table says ``n/a``. Tables are read as text (``keep_default_na=False``): ``n/a`` is the
+    tables' missing value, not pandas' NaN guess.
+    """
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in result_tables(output_dir):
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
         if not {"image", "defacer", "verdict"} <= set(table.columns):
             continue
-        reasons = table["verdict_reason"] if "verdict_reason" in table else [""] * len(table)
-        for image, name, value, reason in zip(table["image"], table["defacer"],
-                                              table["verdict"], reasons):
-            verdicts[(image, name)] = (value, reason)
-    return verdicts
+        for row in table.to_dict("records"):
+            out[(row["image"], row["defacer"])] = {
+                "verdict": row["verdict"], "reason": row.get("verdict_reason", ""),
+                "table": path, "identification": _identification_of(row)}
+    return out
+
+
+def read_verdicts(output_dir: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """(image, defacer) -> (verdict, reason) from the ``group_<suffix>.tsv`` tables on disk."""
+    return {key: (value["verdict"], value["reason"])
+            for key, value in read_group_results(output_dir).items()}
 
 
 def subject_of(image: str) -> str:
@@ -780,7 +870,7 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
             "recommended": recommendation.get(str(suffix), []), "summary": summary_rows,
             "plot": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
             "matrix": matrix, "gallery": gallery, "iqm": iqm,
-            "table": f"group_{suffix}.tsv",
+            "table": result_table(output_dir, suffix).name,
         })
     failures = [{"where": f"{r.image} / {r.defacer}", "error": r.error or "failed (no message)",
                  "log": r.log if isinstance(getattr(r, "log", None), str)
@@ -804,7 +894,7 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
         "ratings": {"n": len(ratings), "files": sorted(set(ratings["file"])) if len(ratings)
                     else [], "unmatched": unmatched_ratings, "dir": RATINGS_DIR,
                     "merged": int(table["rating"].notna().sum()) if "rating" in table else 0},
-        "tables": [p.name for p in tables] + ["group_summary.tsv"],
+        "tables": [p.name for p in tables] + [SUMMARY_TABLE],
         "thumb_size": (3 * plots.RENDER_SIZE + 8, plots.RENDER_SIZE),
     }
     return render_template("group.html", **context)

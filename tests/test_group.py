@@ -284,3 +284,81 @@ def test_run_group_when_every_input_failed(tmp_path):
     assert not list(tmp_path.glob("group_T1w.tsv"))
     html = (tmp_path / "group_report.html").read_text()
     assert "sub-01_T1w (input)" in html and "No defacer passed on every image" in html
+
+
+# --- the group results the participant reports read ---
+
+def attacked(root: Path, probes: dict[tuple[str, str], dict]) -> pd.DataFrame:
+    """The attack's table (:func:`bidsapp.identification.attack_table`) on descriptors chosen
+    here: every original of ``root`` in the gallery at its own point, and the given probes
+    ((image, defacer) -> mode -> view -> descriptor)."""
+    import numpy as np
+
+    from bidsapp.identification import GalleryImage, Probe, attack_table
+
+    found = group.collect(root)
+    gallery = [GalleryImage(r.image, r.subject, {"f": np.array([float(i)])})
+               for i, r in enumerate(sorted(found.inputs, key=lambda r: r.image))]
+    subjects = {r.image: (r.subject, r.suffix) for r in found.inputs}
+    return attack_table(gallery, [
+        Probe(image, subjects[image][0], subjects[image][1], defacer,
+              {mode: {v: np.asarray(d, dtype=float) for v, d in views.items()}
+               for mode, views in descriptors.items()})
+        for (image, defacer), descriptors in probes.items()])
+
+
+def two_participants(root: Path) -> Path:
+    """sub-01 with a T1w and a T2w (each the other's target), sub-02 with a T1w only."""
+    make_results(root, subjects=("01",), suffixes=("T1w", "T2w"))
+    make_results(root, subjects=("02",))
+    return root
+
+
+def test_read_group_results_reads_identification_and_n_a(tmp_path):
+    root = two_participants(tmp_path / "out")
+    # gallery: sub-01_T1w at 0, sub-01_T2w at 1, sub-02_T1w at 2
+    table = attacked(root, {("sub-01_T1w", "quickshear"): {"own": {"f": [1.05]}, "box": {}},
+                            ("sub-02_T1w", "quickshear"): {"own": {"f": [2.0]},
+                                                           "box": {"f": [2.0]}}})
+    group.write_group_outputs(root, group.collect(root), identification=table)
+    results = group.read_group_results(root)
+    hit = results[("sub-01_T1w", "quickshear")]
+    assert hit["verdict"] == "fail" and "re-identified" in hit["reason"]
+    own = hit["identification"]["own"]
+    assert own["rank"] == 1 and own["n_candidates"] == 2 and own["reidentified"] is True
+    assert own["distance"] == pytest.approx(0.05) and own["same_scan_distance"] == \
+        pytest.approx(1.05)
+    box = hit["identification"]["box"]  # no descriptor: "n/a" in the table, None here
+    assert box["rank"] is None and box["distance"] is None and box["reidentified"] is None
+    assert hit["identification"]["reidentified"] is True
+    alone = results[("sub-02_T1w", "quickshear")]["identification"]["own"]
+    assert alone["rank"] is None and alone["same_scan_distance"] == 0  # no other image
+    assert results[("sub-01_T1w", "facemask")]["identification"] is None  # not attacked
+    assert results[("sub-01_T1w", "facemask")]["verdict"] == "pass"
+    assert group.read_verdicts(root) == {k: (v["verdict"], v["reason"])
+                                         for k, v in results.items()}
+    assert len(results) == 6  # 3 images x 2 defacers; the rates table is not read as results
+
+
+def test_run_group_rewrites_the_participant_reports(tmp_path):
+    from bidsapp.reports.participant import write_participant_report
+
+    root = make_results(tmp_path / "out", subjects=("01", "02"))
+    before = write_participant_report(root, "01", figures=False).read_text()
+    assert "re-identification not yet checked" in before
+    settings = Settings(bids_dir=tmp_path / "out-bids", output_dir=root,
+                        analysis_level="group", work_dir=tmp_path / "work")
+    assert group.run_group(settings) == 0
+    assert (root / "group_identification.tsv").is_file()  # the attack ran
+    html = (root / "sub-01.html").read_text()
+    assert "Verdict of the group level, re-identification attack included." in html
+    assert "no other image of this participant" in html
+    assert "same-scan distance (upper bound)" in html
+
+
+def test_run_group_reports_a_report_it_cannot_rewrite(tmp_path, caplog):
+    root = make_results(tmp_path)
+    (tmp_path / "sub-02.html").mkdir()  # not writable as a file
+    assert group.run_group(settings_for(tmp_path)) == 1
+    assert "sub-02.html: the report was not rewritten" in caplog.text
+    assert (tmp_path / "sub-01.html").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -249,3 +250,72 @@ def test_real_heads_face_the_camera(ds_faces, relative, tmp_path):
     altered = np.zeros(data.shape, dtype=bool)
     altered[tuple(slice(0, n // 3) for n in data.shape)] = True
     assert plots.plot_mosaic(image, altered, None, tmp_path / "m.png").is_file()
+
+
+# --- after the group level ---
+
+def test_report_before_the_group_level_says_identification_not_run(output):
+    context = build_context(output, "01", figures=False)
+    card = context["images"][0]["results"][0]
+    assert card["verdict_source"] == "participant" and not context["from_group"]
+    assert card["identification"]["why"].startswith("not run: the group level has not run")
+    assert card["detector"]["detected"] == "no" and card["detector"]["box_text"] == "none"
+    html = write_participant_report(output, "01", figures=False).read_text()
+    assert "Re-identification not run: the group level has not run" in html
+    assert "re-identification attack has not run yet" in html
+
+
+def test_report_shows_the_group_verdict_and_the_identification(tmp_path):
+    from test_group import attacked, two_participants
+
+    from bidsapp import group
+
+    root = two_participants(tmp_path / "out")
+    table = attacked(root, {("sub-01_T1w", "quickshear"): {"own": {"f": [1.05]}, "box": {}},
+                            ("sub-02_T1w", "quickshear"): {"own": {"f": [2.0]}, "box": {}}})
+    group.write_group_outputs(root, group.collect(root), identification=table)
+    context = build_context(root, "01", figures=False)
+    assert context["from_group"]
+    t1w = context["images"][0]
+    quickshear, facemask = t1w["results"]
+    assert quickshear["verdict"] == "fail" and "re-identified" in quickshear["reason"]
+    assert quickshear["verdict_source"] == "group"
+    own, box = quickshear["identification"]["rows"]
+    assert (own["rank"], own["distance"], own["same_scan"], own["reidentified"]) == \
+        ("1 of 2", "0.050", "1.050", "yes")
+    assert box["rank"].startswith("not ranked") and box["reidentified"] == "n/a"
+    assert t1w["summary"][0]["verdict"] == "fail" and t1w["summary"][0]["reid"] == "yes"
+    assert facemask["verdict"] == "pass" and t1w["summary"][1]["reid"] == "not run"
+    assert facemask["identification"]["why"].startswith("not run at the group level")
+    lonely = build_context(root, "02", figures=False)["images"][0]["results"][0]
+    assert lonely["identification"]["rows"][0]["rank"] == "no other image of this participant"
+    html = write_participant_report(root, "01", figures=False).read_text()
+    assert "group level's verdicts" in html and "Re-identified: <strong>yes" in html
+    # a participant rerun after the group level: its verdict is its own again, until the next
+    record = root / "sub-01/anat/sub-01_desc-quickshear_T1w.json"
+    stamp = (root / "group_T1w.tsv").stat().st_mtime + 5
+    os.utime(record, (stamp, stamp))
+    card = build_context(root, "01", figures=False)["images"][0]["results"][0]
+    assert card["verdict"] == "pass" and card["stale"]
+    assert card["identification"]["why"].startswith("not shown: the group level ran before")
+
+
+def test_detected_face_is_drawn_on_the_defaced_render(tmp_path):
+    """A record whose detector found a face: the report draws the box on the defaced render
+    from the original's view (never the original)."""
+    root = make_results(tmp_path / "out", subjects=("01",), defacers=("quickshear",))
+    record = root / "sub-01/anat/sub-01_desc-quickshear_T1w.json"
+    data = json.loads(record.read_text())
+    data["metrics"].update(face_detected=True, face_view="y+0p+0", face_box=[40, 50, 120, 130],
+                           face_score=0.8)
+    record.write_text(json.dumps(data))
+    html = write_participant_report(root, "01", bids_dir=tmp_path / "out-bids").read_text()
+    figure = figure_path(root, "sub-01_T1w", "T1w", "quickshear", "detection")
+    assert figure.is_file() and "What the detector saw" in html
+    assert "left 40 top 50 right 120 bottom 130 (pixels)" in html and "view y+0p+0" in html
+    pixels = _pixels(figure)
+    assert pixels.shape[:2] == (2 * 176, 2 * 176)
+    red = (pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
+    assert red[100, 80:240].all() and red[100:260, 80].all()  # the box, 2x enlarged
+    assert (pixels[..., 0] > 0.1).sum() > 5000  # the defaced head is rendered
+    assert not list((root / "sub-01" / "figures").glob("*desc-original*"))

@@ -140,6 +140,110 @@ def _mosaic_builder(image: Path, altered: Path | None, brain: Path | None):
     return build
 
 
+class _Framing:
+    """The face-framed cameras of one original, derived once per report (on first use)."""
+
+    def __init__(self, original: Path | None, brain: Path | None):
+        self.original, self.brain = original, brain
+        self._framed = None
+
+    def get(self):
+        if self._framed is None:
+            import nibabel as nib
+            import numpy as np
+
+            from bidsapp.metrics import face_framing
+
+            if self.original is None or self.brain is None:
+                raise FileNotFoundError("the original image or its brain mask is not found "
+                                        "(pass bids_dir)")
+            mask = np.asanyarray(nib.load(str(self.brain)).dataobj) > 0
+            self._framed = face_framing(nib.load(str(self.original)), mask)
+        return self._framed
+
+
+def _detection_builder(framing: _Framing, defaced: Path, view: str, box):
+    """The detector's render of the defaced head from ``view``, with its box drawn.
+
+    The camera is re-derived from the original (its framing on the face), as the participant
+    level derived it; only the defaced head is rendered, never the original.
+    """
+    def build(target: Path) -> None:
+        import nibabel as nib
+
+        from bidsapp.metrics import defaced_render
+        from bidsapp.reports import plots
+
+        reference, cameras = framing.get()
+        if view not in cameras:
+            raise ValueError(f"view {view} is not one of the original's views")
+        rendered = defaced_render(reference, nib.load(str(defaced)), cameras[view])
+        plots.plot_detection(rendered.image, box, target)
+    return build
+
+
+def _distance(value) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def _group_entry(entry: dict[str, Any] | None, record) -> tuple[dict[str, Any] | None, bool]:
+    """The group level's entry of a result, and whether it is stale (older than the record)."""
+    if entry is None:
+        return None, False
+    try:
+        stale = entry["table"].stat().st_mtime < record.path.stat().st_mtime
+    except OSError:
+        stale = False
+    return (None, True) if stale else (entry, False)
+
+
+def _identification_block(entry: dict[str, Any] | None, stale: bool, has_other: bool
+                          ) -> dict[str, Any]:
+    """The card's re-identification figures, or why there are none."""
+    from bidsapp.identification import MATCH_DISTANCE, MODES
+
+    if stale:
+        return {"run": False, "why": "not shown: the group level ran before this result was "
+                "written; rerun the group level"}
+    if entry is None:
+        return {"run": False, "why": "not run: the group level has not run on this output "
+                "folder yet (it runs the attack on every participant's results)"}
+    found = entry["identification"]
+    if found is None:
+        return {"run": False, "why": "not run at the group level (--skip-identification, or "
+                "the attack could not run on this result: see the group report's problems)"}
+    rows = []
+    for mode, label in MODES.items():
+        figures = found[mode]
+        if figures["rank"] is None:
+            rank = ("no other image of this participant" if not has_other else
+                    "not ranked (no face descriptor shared with the gallery)")
+        else:
+            rank = f"{int(figures['rank'])} of {figures['n_candidates']}"
+        rows.append({"mode": label, "rank": rank, "distance": _distance(figures["distance"]),
+                     "same_scan": _distance(figures["same_scan_distance"]),
+                     "reidentified": format_number(figures["reidentified"])})
+    return {"run": True, "rows": rows, "match": MATCH_DISTANCE,
+            "reidentified": format_number(found["reidentified"])}
+
+
+def _detector_block(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The face detector's answer on the defaced renders (participant-level metrics)."""
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or "face_detected" not in metrics:
+        return None
+    box = metrics.get("face_box")
+    box = list(box) if isinstance(box, (list, tuple)) and len(box) == 4 else None
+    return {"detected": format_number(metrics.get("face_detected")),
+            "found": metrics.get("face_detected") is True and bool(metrics.get("face_view"))
+            and box is not None,
+            "score": format_number(metrics.get("face_score")),
+            "view": metrics.get("face_view") or "n/a", "views": metrics.get("face_views"),
+            "box": box, "box_text": "none" if box is None else
+            "left {} top {} right {} bottom {} (pixels)".format(*box),
+            "figure": None}
+
+
 def _value(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, indent=1) if value else "none"
@@ -165,6 +269,7 @@ def _summary_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
             "altered_ml": format_number(row.get("altered_ml")),
             "wall": format_number(row["wall_time_s"]), "rss": format_number(row["peak_rss_mb"]),
             "cpu": format_number(row["cpu_time_s"]),
+            "reid": row.get("reid", "not run"),
         })
     return out
 
@@ -183,12 +288,18 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
     found = group.collect(output_dir, [subject])
     table = group.add_verdicts(group.rows(found.results))
     inputs = {r.image: r for r in found.inputs}
+    errors: list[dict[str, str | None]] = [
+        {"where": p.split(":")[0], "error": p, "log": None} for p in found.problems]
+    try:
+        from_group = group.read_group_results(output_dir)
+    except Exception as exc:  # a broken group table must not break the report
+        from_group = {}
+        errors.append({"where": "group tables", "error": f"not read: {exc}", "log": None})
+    seen = {r.image for r in found.inputs if r.data.get("status") == "ok"}
     results = {}
     for record in found.results:
         results.setdefault(record.image, {})[record.defacer] = record
     maker = _Figures(output_dir)
-    errors: list[dict[str, str | None]] = [
-        {"where": p.split(":")[0], "error": p, "log": None} for p in found.problems]
     images = []
     keys = group.image_order([(r.image, r.suffix) for r in found.inputs + found.results])
     metric_cols = [c for c in group.metric_columns(table) if not group.is_iqm(c)]
@@ -198,6 +309,18 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
         mine = table[table["image"] == key]
         order = group.defacer_order(mine["defacer"])
         mine = mine.set_index("defacer").loc[order].reset_index()
+        has_other = bool(seen - {key})
+        verdicts = []
+        for i, name in enumerate(mine["defacer"]):
+            done, stale = _group_entry(from_group.get((key, name)), results[key][name])
+            verdicts.append((done, stale))
+            if done is not None:
+                mine.loc[i, "verdict"], mine.loc[i, "verdict_reason"] = \
+                    done["verdict"], done["reason"]
+        mine["verdict_source"] = ["group" if e else "participant" for e, _ in verdicts]
+        mine["reid"] = [
+            "stale" if stale else "not run" if e is None or e["identification"] is None
+            else format_number(e["identification"]["reidentified"]) for e, stale in verdicts]
         suffix = source.suffix if source else mine["suffix"].iloc[0]
         entities = key[: -(len(suffix) + 1)]
         first = source or next(iter(results[key].values()))
@@ -231,11 +354,27 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
                                          _mosaic_builder(original, None, brain),
                                          f"{key} original mosaic"),
                 }
-        for _, row in mine.iterrows():
+        framing = _Framing(_original_image(output_dir, source.data, bids_dir)
+                           if source is not None else None, brain)
+        for i, row in mine.iterrows():
             name = row["defacer"]
             record = results[key][name]
             card = _result_card(output_dir, record, row, entities, suffix, brain, cams, maker,
                                 figures)
+            done, stale = verdicts[i]
+            card["verdict_source"] = row["verdict_source"]
+            card["stale"] = stale
+            card["identification"] = _identification_block(done, stale, has_other)
+            card["detector"] = _detector_block(record.data) if card["ok"] else None
+            detector = card["detector"]
+            if figures and detector and detector["found"] and framing.original is not None \
+                    and brain is not None:
+                defaced = record.path.with_name(record.path.name[: -len(".json")] + ".nii.gz")
+                detector["figure"] = maker.make(
+                    figure_path(output_dir, key, suffix, name, "detection"),
+                    [framing.original, defaced, record.path] + ([brain] if brain else []),
+                    _detection_builder(framing, defaced, detector["view"], detector["box"]),
+                    f"{key} / {name} detector's view")
             entry["results"].append(card)
             if record.data.get("status") != "ok":
                 errors.append({"where": f"{key} / {name}",
@@ -251,6 +390,8 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
         "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "version": bidsapp_version(output_dir), "show_faces": show_faces,
         "threshold": group.FACE_REMOVED_MIN_PCT, "ratings": group.RATINGS,
+        "from_group": any(c["verdict_source"] == "group" for i in images
+                          for c in i["results"]),
         "ratings_dir": group.RATINGS_DIR, "images": images, "errors": errors,
         "crash_files": _crash_files(output_dir, subject),
         "meta": {"dataset": dataset_id(output_dir), "subject": subject,

@@ -343,3 +343,32 @@ def plot_distributions(table, metrics: dict[str, str], out_file=None, *, by: str
     if out_file is not None:
         atomic_write_bytes(Path(out_file), payload)
     return payload
+
+
+# --- the face detector's view -----------------------------------------------------------------
+
+#: The detector's renders are this many times enlarged in the report (nearest neighbour).
+DETECTION_ZOOM = 2
+
+
+def plot_detection(image: np.ndarray, box, out_file, *, zoom: int = DETECTION_ZOOM) -> Path:
+    """Write a detector render (grey, uint8) with the detector's ``box`` (left, top, right,
+    bottom, pixels of that render) drawn in red, enlarged ``zoom`` times, as a PNG."""
+    from matplotlib.image import imsave
+
+    grey = np.repeat(np.repeat(np.asarray(image, dtype=np.uint8), zoom, 0), zoom, 1)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    height, width = grey.shape
+    left, top, right, bottom = (int(round(v * zoom)) for v in box)
+    left, right = np.clip([left, right], 0, width - 1)
+    top, bottom = np.clip([top, bottom], 0, height - 1)
+    red = np.array([255, 40, 40], dtype=np.uint8)
+    for t in range(2):  # a 2-pixel outline, inside the image
+        rgb[np.clip(top + t, 0, height - 1), left:right + 1] = red
+        rgb[np.clip(bottom - t, 0, height - 1), left:right + 1] = red
+        rgb[top:bottom + 1, np.clip(left + t, 0, width - 1)] = red
+        rgb[top:bottom + 1, np.clip(right - t, 0, width - 1)] = red
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    imsave(out_file, rgb)
+    return out_file
