@@ -133,21 +133,13 @@ class Seen:
     reference: Any  # bidsapp.metrics.OriginalReference (skin on the world grid)
 
 
-def _points(head: np.ndarray, grid) -> np.ndarray:
-    from bidsapp.faces.render import skin_points
-
-    return skin_points(head, grid.affine)
-
-
 def see_original(image, brain_mask: np.ndarray) -> Seen:
     """Render an original from the face-framed view grid; a descriptor per view with a face."""
     from bidsapp.faces import detect
-    from bidsapp.metrics import OriginalReference
+    from bidsapp.metrics import face_framing
 
-    reference = OriginalReference.build(image, brain_mask, render=False)
-    guess = reference.geometry.nose_tip if reference.geometry is not None else None
-    views = detect.see_original(_points(reference.skin.head, reference.grid),
-                                reference.grid.spacing, guess)
+    reference, points, cameras = face_framing(image, brain_mask)
+    views = detect.see(points, reference.grid.spacing, cameras)
     descriptors = {name: detect.embedding(views.renders[name], face.box)
                    for name, face in views.faces.items() if face is not None}
     return Seen(views, descriptors, reference)
@@ -161,10 +153,9 @@ def see_defaced(original: Seen, defaced) -> tuple[dict[str, dict[str, np.ndarray
     original's box and landmarks.
     """
     from bidsapp.faces import detect
-    from bidsapp.metrics import defaced_skin
+    from bidsapp.metrics import defaced_points
 
-    skin, _, _ = defaced_skin(original.reference, defaced, render=False)
-    views = detect.see(_points(skin.head, original.reference.grid),
+    views = detect.see(defaced_points(original.reference, defaced),
                        original.reference.grid.spacing, original.views.cameras)
     own = {name: detect.embedding(views.renders[name], face.box)
            for name, face in views.faces.items() if face is not None}

@@ -316,20 +316,26 @@ __all__ = ["OriginalReference", "defaced_skin", "defacing_metrics", "input_face_
 
 
 def face_framing(image: nib.Nifti1Image, brain_mask: np.ndarray
-                 ) -> tuple[OriginalReference, dict[str, _views.Camera]]:
-    """The original's reference (without renders) and its face-framed view grid: the cameras
-    the participant level saw its defaced outputs from (:func:`bidsapp.faces.detect.face_cameras`
-    from the same skin and nose-tip guess as :meth:`OriginalReference.build`)."""
+                 ) -> tuple[OriginalReference, np.ndarray, dict[str, _views.Camera]]:
+    """The original's reference (without renders), its skin points and its face-framed view
+    grid: the cameras the participant level saw its defaced outputs from
+    (:func:`bidsapp.faces.detect.face_cameras` from the same skin and nose-tip guess as
+    :meth:`OriginalReference.build`)."""
     reference = OriginalReference.build(image, brain_mask, render=False)
     points = _faces_render.skin_points(reference.skin.head, reference.grid.affine)
     guess = reference.geometry.nose_tip if reference.geometry is not None else None
     cameras, _ = _detect.face_cameras(points, reference.grid.spacing, guess)
-    return reference, cameras
+    return reference, points, cameras
+
+
+def defaced_points(reference: OriginalReference, defaced: nib.Nifti1Image) -> np.ndarray:
+    """The skin points of a defaced output on its original's world grid (what gets rendered)."""
+    skin, _, _ = defaced_skin(reference, defaced, render=False)
+    return _faces_render.skin_points(skin.head, reference.grid.affine)
 
 
 def defaced_render(reference: OriginalReference, defaced: nib.Nifti1Image,
                    camera: _views.Camera) -> _faces_render.Render:
     """The render of a defaced output's skin from ``camera``, as the face detector saw it."""
-    skin, _, _ = defaced_skin(reference, defaced, render=False)
-    points = _faces_render.skin_points(skin.head, reference.grid.affine)
-    return _faces_render.render(points, camera, reference.grid.spacing)
+    return _faces_render.render(defaced_points(reference, defaced), camera,
+                                reference.grid.spacing)

@@ -158,7 +158,8 @@ class _Framing:
                 raise FileNotFoundError("the original image or its brain mask is not found "
                                         "(pass bids_dir)")
             mask = np.asanyarray(nib.load(str(self.brain)).dataobj) > 0
-            self._framed = face_framing(nib.load(str(self.original)), mask)
+            reference, _, cameras = face_framing(nib.load(str(self.original)), mask)
+            self._framed = reference, cameras
         return self._framed
 
 
