@@ -12,8 +12,9 @@ Method (``docs/defacers_default.md``):
    The cut is analytic, so it extends past the template's field of view: a nose or chin outside
    the template, or an image whose field of view ends at the nose, is covered.
 3. Guard: no voxel within the run's guard margin (``GUARD_MM``, 5 mm, by default; exact
-   Euclidean distance) of the deepbet brain mask is altered (``--brain-guard off``: no guard); the record holds the number of guarded voxels and the smallest distance between
-   a removed voxel and the brain.
+   Euclidean distance) of the deepbet brain mask is altered (``--brain-guard off``: no guard);
+   the record holds the number of guarded voxels and the smallest distance between a removed
+   voxel and the brain.
 4. Options: ``ears`` also removes the outer ears (template boxes beside the head, guarded);
    ``reface`` fills the removed voxels with the smoothed template head, its intensities
    quantile-matched to the kept tissue next to the cut, instead of zeros.
