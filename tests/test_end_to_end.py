@@ -277,3 +277,40 @@ def test_the_test_fixtures_write_the_records_a_real_run_writes(faces_run, tmp_pa
         measured_only = {k for k in measured - made if k.startswith(("metrics.", "iqms."))}
         assert not made - measured, f"fixture keys no real run writes: {sorted(made - measured)}"
         assert not measured_only, f"metrics the fixtures miss: {sorted(measured_only)}"
+
+
+def test_compare_runs_tells_a_reproduced_run_from_a_changed_one(faces_run, tmp_path):
+    """The folder comparison (bidsapp.compare_runs) on a copy of the real run, then on changes."""
+    import gzip
+
+    from bidsapp.compare_runs import compare_outputs
+
+    out, copy = faces_run["out"], tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert compare_outputs(out, copy).identical
+
+    records = sorted(copy.glob("sub-*/anat/*_desc-facecut_*.json"))
+    images = sorted(copy.glob("sub-*/anat/*_desc-facecut_T1w.nii.gz"))
+    cost = json.loads(records[0].read_text())
+    cost["wall_time_s"] = cost["wall_time_s"] + 100.0
+    records[0].write_text(json.dumps(cost))
+    # same voxels, another gzip stream (a new time stamp in the header)
+    images[0].write_bytes(gzip.compress(gzip.decompress(images[0].read_bytes()), mtime=1))
+    (copy / "logs" / "extra.log").write_text("a log\n")
+    result = compare_outputs(out, copy)
+    assert result.identical, result.lines()
+
+    value = json.loads(records[1].read_text())
+    value["altered_voxels"] += 1
+    records[1].write_text(json.dumps(value))
+    image = nib.load(images[1])
+    data = np.asanyarray(image.dataobj).copy()
+    data.flat[0] += 1
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), images[1])
+    figure = sorted(copy.glob("sub-*/figures/*.png"))[0]
+    figure.unlink()
+    result = compare_outputs(out, copy)
+    rel = {p.relative_to(copy).as_posix() for p in (records[1], images[1])}
+    assert set(result.different) == rel
+    assert result.only_first == [figure.relative_to(copy).as_posix()]
+    assert not result.identical
