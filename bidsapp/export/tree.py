@@ -19,6 +19,7 @@ from bidsapp.export.paths import EXCLUDED_FOLDERS, KEPT_HIDDEN, inside, relative
 from bidsapp.export.report import ExportReport, ImageDecision
 from bidsapp.export.scrub import dumps, has_column, read_json, rows_without, scrub_metadata
 from bidsapp.io import atomic_write_text
+from bidsapp.outputs import dataset_description
 
 #: Entities a raw ``_defacemask`` may carry besides ``mod`` (bids-validator 1.15).
 DEFACEMASK_ENTITIES = ("sub", "ses", "task", "acq", "rec", "run")
@@ -146,8 +147,6 @@ def _write_json(src: Path, dst: Path, fields: list[str], hardlink: bool) -> dict
 
 def _write_description(src: Path, dst: Path, fields: list[str],
                        report: ExportReport) -> dict[str, Any]:
-    from bidsapp.outputs import dataset_description
-
     data, removed = scrub_metadata(read_json(src), fields)
     if not isinstance(data, dict):
         raise TypeError("dataset_description.json does not hold a JSON object")
