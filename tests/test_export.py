@@ -444,21 +444,44 @@ def test_forced_export_leaves_out_an_image_with_no_defaced_version(ds_faces, out
     assert report.files["participants.tsv"] == {"action": "rows-removed", "rows_removed": 1}
 
 
-@pytest.mark.parametrize("changes", [
-    {"brain_changed_voxels": 12},
-    {"metrics": {"brain": {"brain_altered_voxels": 3}}},
-    {"brain_altered": True},
-])
+def _brain_metrics_of(output_dir: Path, bids_dir: Path, brain_is_altered: bool) -> dict:
+    """The metrics step's brain measures of HFP's fake result, with a brain mask that is (or
+    is not) the altered region."""
+    from bidsapp.metrics.brain import brain_preservation
+
+    image = next(i for i in find_anatomical_images(load_layout(bids_dir))
+                 if i.path.name == Path(HFP).name)
+    altered = nib.load(output_path(output_dir, image, desc=FAKE, suffix="defacemask", mod=True))
+    changed = np.asanyarray(altered.dataobj) > 0
+    brain = changed if brain_is_altered else np.zeros_like(changed)
+    return brain_preservation(changed, brain, altered.header.get_zooms())
+
+
+@pytest.mark.parametrize("metrics", ["measured", {"brain_altered": True}])
 def test_brain_altered_in_the_record_refuses_unless_forced(ds_faces, output_copy, tmp_path,
-                                                           changes):
-    _edit_record(_record(output_copy, ds_faces, HFP), **changes)
+                                                           metrics):
+    if metrics == "measured":
+        metrics = _brain_metrics_of(output_copy, ds_faces, brain_is_altered=True)
+    _edit_record(_record(output_copy, ds_faces, HFP), metrics=metrics)
     refused = export_dataset(ds_faces, output_copy, tmp_path / "a", FAKE)
     assert refused.status == "refused"
     assert "brain voxel" in _only(refused, HFP).reasons[0]
     assert _only(refused, HFP).brain_check == "record"
+    assert _only(refused, HFP).brain_altered_voxels == metrics.get("brain_changed_voxels")
     forced = export_dataset(ds_faces, output_copy, tmp_path / "b", FAKE, force=True)
     assert forced.ok and _only(forced, HFP).status == "forced"
     assert (tmp_path / "b" / HFP).is_file()
+
+
+def test_the_record_brain_metric_is_read_from_metrics_only(ds_faces, output_copy, tmp_path):
+    untouched = _brain_metrics_of(output_copy, ds_faces, brain_is_altered=False)
+    # a count elsewhere (a defacer's own parameters) is not the metrics step's measure
+    _edit_record(_record(output_copy, ds_faces, HFP), metrics=untouched,
+                 parameters={"brain_changed_voxels": 7}, brain_changed_voxels=7)
+    report = export_dataset(ds_faces, output_copy, tmp_path / "share", FAKE)
+    decision = _only(report, HFP)
+    assert report.ok and decision.brain_check == "record"
+    assert decision.brain_altered_voxels == 0
 
 
 def test_brain_altered_by_the_mask_check_refuses(ds_faces, output_copy, tmp_path):
@@ -538,7 +561,7 @@ def test_an_empty_existing_export_dir_is_used(ds_faces, fake_output, tmp_path):
 
 def test_failure_midway_leaves_no_partial_export(ds_faces, fake_output, tmp_path,
                                                  monkeypatch):
-    from bidsapp import export
+    from bidsapp.export import tree
 
     calls = []
 
@@ -548,7 +571,7 @@ def test_failure_midway_leaves_no_partial_export(ds_faces, fake_output, tmp_path
             raise OSError("disk full")
         return clean_nifti(src, dst)
 
-    monkeypatch.setattr(export, "clean_nifti", flaky)
+    monkeypatch.setattr(tree, "clean_nifti", flaky)
     report = export_dataset(ds_faces, fake_output, tmp_path / "share", FAKE)
     assert report.status == "failed" and report.exit_code == 1
     assert any("disk full" in p for p in report.problems)

@@ -18,6 +18,7 @@ import pytest
 
 from bidsapp.defacers import external as ext
 from bidsapp.defacers.base import DefaceRequest
+from bidsapp.defacers.external import grid, tool
 
 TOOL_ENV = ("FSLDIR", "FREESURFER_HOME", "MRIDEFACER_DATA_DIR", "SPM_HOME", "MCR_HOME",
             "BIDSAPP_MRIDEFACE_DIR", "BIDSAPP_AFNI_DATA", "BIDSAPP_FSL_VERSION",
@@ -162,12 +163,12 @@ def test_environment_keeps_temporary_files_in_work_dir(head, tmp_path):
 
 def test_stage_input_links_or_decompresses(head, tmp_path):
     req = request_for(head, tmp_path / "w")
-    assert ext.stage_input(req) == "input.nii.gz"
+    assert tool.stage_input(req) == "input.nii.gz"
     assert (req.work_dir / "input.nii.gz").resolve() == head.resolve()
-    assert ext.stage_input(req, uncompressed=True) == "input.nii"
+    assert tool.stage_input(req, uncompressed=True) == "input.nii"
     plain = nib.load(req.work_dir / "input.nii")
     assert np.array_equal(np.asanyarray(plain.dataobj), np.asanyarray(nib.load(head).dataobj))
-    assert ext.stage_input(req) == "input.nii.gz"  # staging twice replaces the old link
+    assert tool.stage_input(req) == "input.nii.gz"  # staging twice replaces the old link
 
 
 # --------------------------------------------------------------------------- output collection
@@ -179,7 +180,7 @@ def test_collect_same_grid_is_exact(head, tmp_path):
     data[:, :, :3] = 0
     out = tmp_path / "out.nii.gz"
     nib.save(nib.Nifti1Image(data.astype(np.float32), ref.affine), out)
-    collected = ext.collect_on_input_grid(out, ref)
+    collected = grid.collect_on_input_grid(out, ref)
     assert collected.dtype == np.int16
     assert np.array_equal(collected, data)
 
@@ -191,7 +192,7 @@ def test_collect_spm_nan_outside_head(head, tmp_path):
     data[:4] = np.nan
     out = tmp_path / "anon_input.nii"
     nib.save(nib.Nifti1Image(data, ref.affine), out)
-    collected, notes = ext._collect(out, ref)
+    collected, notes = grid.collect_with_notes(out, ref)
     assert collected.dtype == np.int16 and not collected[:4].any()
     assert np.array_equal(collected[4:], np.asanyarray(ref.dataobj)[4:])
     assert any("NaN" in note and str(4 * 12 * 8) in note for note in notes)
@@ -204,7 +205,7 @@ def test_collect_reoriented_output_is_permuted_back_exactly(head, tmp_path):
     assert las.shape != ref.shape  # really another voxel order
     out = tmp_path / "reoriented.nii.gz"
     nib.save(las, out)
-    collected, notes = ext._collect(out, ref)
+    collected, notes = grid.collect_with_notes(out, ref)
     assert np.array_equal(collected, np.asanyarray(ref.dataobj))
     assert "permuted back" in notes[0]
 
@@ -219,7 +220,7 @@ def test_collect_other_grid_nearest_neighbour(head, tmp_path):
     affine[:3, 3] -= ref.affine[:3, :3] @ np.full(3, 0.25)
     out = tmp_path / "fine.nii.gz"
     nib.save(nib.Nifti1Image(fine, affine), out)
-    collected, notes = ext._collect(out, ref)
+    collected, notes = grid.collect_with_notes(out, ref)
     assert np.array_equal(collected, data)
     assert "nearest neighbour" in notes[0]
 
@@ -232,14 +233,14 @@ def test_collect_clips_to_input_dtype(head, tmp_path):
     data[1, 0, 0] = 2.6
     out = tmp_path / "afni.nii.gz"
     nib.save(nib.Nifti1Image(data, ref.affine), out)
-    collected = ext.collect_on_input_grid(out, ref)
+    collected = grid.collect_on_input_grid(out, ref)
     assert collected.dtype == np.int16
     assert collected[0, 0, 0] == -32768 and collected[1, 0, 0] == 3 and collected.max() == 32767
 
 
 def test_collect_missing_output_is_an_error(head, tmp_path):
     with pytest.raises(RuntimeError, match="did not write"):
-        ext.collect_on_input_grid(tmp_path / "nothing.nii.gz", nib.load(head))
+        grid.collect_on_input_grid(tmp_path / "nothing.nii.gz", nib.load(head))
 
 
 def test_afni_collects_main_output_among_prefix_files(head, tmp_path):
@@ -279,14 +280,14 @@ def test_mridefacer_applies_reoriented_keep_mask(head, tmp_path):
 def test_unavailable_with_a_reason(cls, clean_env):
     found = cls().availability()
     assert not found.available
-    assert ext.CONTAINER_HINT in found.reason
+    assert tool.CONTAINER_HINT in found.reason
     assert cls.title in found.reason
 
 
 def test_reasons_name_what_is_missing(clean_env):
     assert ext.PyDeface().availability().reason == (
         "pydeface: not on PATH: pydeface, fsl, flirt; FSLDIR is not set to an FSL installation; "
-        + ext.CONTAINER_HINT)
+        + tool.CONTAINER_HINT)
     assert "FSLDIR" in ext.FslDeface().availability().reason
     assert "no mri_deface binary" in ext.MriDeface().availability().reason
     assert "BIDSAPP_MRIDEFACE_DIR" in ext.MriDeface().availability().reason
@@ -369,7 +370,7 @@ def test_pydeface_end_to_end_with_fake_executable(head, tmp_path, monkeypatch, c
     assert result.data.dtype == np.int16 and np.array_equal(result.data, expected)
     assert result.command == ["pydeface", "input.nii.gz", "--outfile", "defaced.nii.gz",
                               "--force", "--cost", "mutualinfo"]
-    log = (req.work_dir / ext.LOG_NAME).read_text()
+    log = (req.work_dir / tool.LOG_NAME).read_text()
     assert "$ pydeface input.nii.gz" in log and "fake pydeface" in log
     assert head.read_bytes() == before  # the input is never written
 
