@@ -2,9 +2,9 @@
 
 For every original anatomical image of ds-faces and ds-more: the deepbet brain mask (timed, not
 part of the face cost), the original's reference with its renders and detection
-(:meth:`bidsapp.metrics.OriginalReference.build`, the ``detection`` timer), then for each defacer
+(:meth:`bidsapp.metrics.reference.OriginalReference.build`, the ``detection`` timer), then for each defacer
 (run in-process): the detection on the defaced renders inside
-:func:`bidsapp.metrics.defacing_metrics` (no downstream), and the attack's own work
+:func:`bidsapp.metrics.defacing.defacing_metrics` (no downstream), and the attack's own work
 (:func:`bidsapp.identification.see_original` once per original, :func:`see_defaced` per output).
 Prints seconds per image and output, the detector's rate on the originals whose lower face is
 in the field of view (the issue-14 target is 90 %), and the face found on defaced outputs.
@@ -27,7 +27,8 @@ import nibabel as nib
 
 from bidsapp import identification
 from bidsapp.anatomy.brainmask import deepbet_brain_mask
-from bidsapp.metrics import OriginalReference, defacing_metrics, input_face_check
+from bidsapp.metrics.defacing import defacing_metrics, input_face_check
+from bidsapp.metrics.reference import OriginalReference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_metrics import deface  # noqa: E402 - the benchmarks share one in-process runner

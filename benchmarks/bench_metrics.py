@@ -2,7 +2,7 @@
 
 For every image of ds-faces and ds-defaced: the original's reference (deepbet brain mask, skin,
 face regions, renders, segmentation) once, then every native defacer's output (run in-process,
-not timed here: see bench_defacers.py) measured with :func:`bidsapp.metrics.defacing_metrics`.
+not timed here: see bench_defacers.py) measured with :func:`bidsapp.metrics.defacing.defacing_metrics`.
 Prints the seconds per metric group and image, the headline results, and the detection counts
 (TP/FP/FN/TN) on originals (face expected on ds-faces images whose field of view holds the whole
 face, none on ds-defaced) and on defaced outputs (no face expected).
@@ -26,7 +26,8 @@ import numpy as np
 from bidsapp.anatomy.brainmask import deepbet_brain_mask
 from bidsapp.defacers import get_defacer
 from bidsapp.defacers.base import DefaceRequest
-from bidsapp.metrics import OriginalReference, defaced_skin, defacing_metrics, input_face_check
+from bidsapp.metrics.defacing import defacing_metrics, input_face_check
+from bidsapp.metrics.reference import OriginalReference, defaced_skin
 
 DEFACERS = ("quickshear", "deepdefacer", "facemask")
 GROUPS = ("brain", "face", "detection", "downstream")

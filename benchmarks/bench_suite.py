@@ -106,7 +106,7 @@ def peer_iqms_prepare(image_path: str, brain_path: str, out_file: str) -> None:
 
     from bidsapp.anatomy.masks import compute_masks
     from bidsapp.anatomy.segmentation import image_data, segment_tissues
-    from bidsapp.metrics.iqms import harmonize
+    from bidsapp.metrics.iqms.stats import harmonize
 
     image = nib.as_closest_canonical(nib.load(image_path))
     brain = np.asanyarray(nib.as_closest_canonical(nib.load(brain_path)).dataobj) > 0
@@ -123,10 +123,10 @@ def peer_iqms(side: str, prepared: str) -> None:
     with open(prepared, "rb") as handle:
         prep = pickle.load(handle)
     if side == "bidsapp":
-        from bidsapp.metrics.iqms import compute_iqms
+        from bidsapp.metrics.iqms.image import iqms_from_arrays
 
-        compute_iqms(prep["raw"], prep["zooms"], prep["masks"], prep["tissues"],
-                     affine=prep["affine"])
+        iqms_from_arrays(prep["raw"], prep["zooms"], prep["masks"], prep["tissues"],
+                         affine=prep["affine"])
         return
     sys.path.insert(0, str(HERE))
     import mriqc

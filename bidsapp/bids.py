@@ -49,6 +49,18 @@ class AnatImage:
     def entity(self, name: str) -> str | None:
         return dict(self.entities).get(name)
 
+    def to_json(self) -> str:
+        """The image as JSON text (how workflow nodes pass it to each other)."""
+        return json.dumps({"path": str(self.path), "entities": self.entities,
+                           "suffix": self.suffix})
+
+    @classmethod
+    def from_json(cls, text: str) -> AnatImage:
+        """The image :meth:`to_json` wrote."""
+        data = json.loads(text)
+        return cls(Path(data["path"]), tuple(tuple(e) for e in data["entities"]),
+                   data["suffix"])
+
 
 def load_layout(bids_dir: Path):
     """A read-only pybids layout (no validation, no database written anywhere).

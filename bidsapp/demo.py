@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from bidsapp.anatomy.templates import pydeface_file
+from bidsapp.geometry import block_mean
 
 
 def _reoriented(image: nib.Nifti1Image, axcodes: str) -> nib.Nifti1Image:
@@ -25,11 +26,7 @@ def _reoriented(image: nib.Nifti1Image, axcodes: str) -> nib.Nifti1Image:
 
 
 def _downsampled(image: nib.Nifti1Image, factor: int) -> nib.Nifti1Image:
-    data = np.asanyarray(image.dataobj).astype(np.float32)
-    shape = [s // factor * factor for s in data.shape]
-    data = data[: shape[0], : shape[1], : shape[2]]
-    data = data.reshape(shape[0] // factor, factor, shape[1] // factor, factor,
-                        shape[2] // factor, factor).mean(axis=(1, 3, 5))
+    data = block_mean(np.asanyarray(image.dataobj).astype(np.float32), [factor] * 3)
     affine = image.affine.copy()
     affine[:3, :3] = image.affine[:3, :3] * factor
     affine[:3, 3] = image.affine[:3, :3] @ np.full(3, (factor - 1) / 2) + image.affine[:3, 3]

@@ -130,13 +130,13 @@ class Seen:
 
     views: Any  # bidsapp.faces.detect.FaceViews
     descriptors: dict[str, np.ndarray]
-    reference: Any  # bidsapp.metrics.OriginalReference (skin on the world grid)
+    reference: Any  # bidsapp.metrics.reference.OriginalReference (skin on the world grid)
 
 
 def see_original(image, brain_mask: np.ndarray) -> Seen:
     """Render an original from the face-framed view grid; a descriptor per view with a face."""
     from bidsapp.faces import detect
-    from bidsapp.metrics import face_framing
+    from bidsapp.metrics.reference import face_framing
 
     reference, points, cameras = face_framing(image, brain_mask)
     views = detect.see(points, reference.grid.spacing, cameras)
@@ -153,7 +153,7 @@ def see_defaced(original: Seen, defaced) -> tuple[dict[str, dict[str, np.ndarray
     original's box and landmarks.
     """
     from bidsapp.faces import detect
-    from bidsapp.metrics import defaced_points
+    from bidsapp.metrics.reference import defaced_points
 
     views = detect.see(defaced_points(original.reference, defaced),
                        original.reference.grid.spacing, original.views.cameras)

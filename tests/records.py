@@ -1,10 +1,10 @@
 """Participant-level outputs for the group, report and export tests, made the pipeline's way.
 
 :func:`make_results` writes an ``output_dir`` through :mod:`bidsapp.outputs`' writers. The
-metrics in each record are not typed in: they come from :func:`bidsapp.metrics.defacing_metrics`
-run on a small synthetic head (a 4 mm ellipsoid with a nose, :func:`synthetic_head`) whose face
+metrics in each record are not typed in: they come from
+:func:`bidsapp.metrics.defacing.defacing_metrics` run on a small synthetic head (a 4 mm ellipsoid with a nose, :func:`synthetic_head`) whose face
 and brain are really cut as each scenario asks, and the IQMs from
-:func:`bidsapp.metrics.iqms.defacing_iqms` on it (computed once per session). So renaming a
+:func:`bidsapp.metrics.iqms.defaced.record_iqms` on it (computed once per session). So renaming a
 metric key changes these fixtures too; ``tests/test_end_to_end.py`` checks that their keys are
 those of a real run.
 """
@@ -49,7 +49,7 @@ def affine(zoom=ZOOM, shape=SHAPE) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _reference():
-    from bidsapp.metrics import OriginalReference
+    from bidsapp.metrics.reference import OriginalReference
 
     data, brain, _ = synthetic_head()
     return OriginalReference.build(nib.Nifti1Image(data, affine()), brain)
@@ -63,7 +63,7 @@ def _face_cut(level_mm: float) -> np.ndarray:
 
 
 def _metrics(altered: np.ndarray, render: bool = True) -> tuple[dict, dict, np.ndarray]:
-    from bidsapp.metrics import defacing_metrics
+    from bidsapp.metrics.defacing import defacing_metrics
 
     reference = _reference()
     defaced = np.where(altered, 0, reference.data).astype(np.float32)
@@ -112,11 +112,11 @@ def measured(brain_voxels: int = 0, removed: float = 0.92) -> tuple[str, np.ndar
 @functools.lru_cache(maxsize=1)
 def _iqms() -> tuple[dict, dict]:
     """(the input's IQM keys, one defaced image's IQMs in both modes), computed once."""
-    from bidsapp.metrics.iqms import defacing_iqms
+    from bidsapp.metrics.iqms.defaced import record_iqms
 
     reference = _reference()
     defaced = np.where(_face_cut(0.0), 0, reference.data).astype(np.float32)
-    out = defacing_iqms(reference.image, reference.brain_mask,
+    out = record_iqms(reference.image, reference.brain_mask,
                         {"x": nib.Nifti1Image(defaced, affine())})
     original = {"iqms": out["original"], "iqm_masks": out["original_masks"],
                 "iqm_settings": out["settings"]}
@@ -124,7 +124,7 @@ def _iqms() -> tuple[dict, dict]:
 
 
 def _input_measured() -> dict:
-    from bidsapp.metrics import input_face_check
+    from bidsapp.metrics.defacing import input_face_check
 
     original, _ = _iqms()
     return {**input_face_check(_reference()), **original}

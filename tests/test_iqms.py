@@ -22,16 +22,10 @@ import pytest
 
 from bidsapp.anatomy.masks import compute_masks, landmark_planes, rotation_mask
 from bidsapp.anatomy.segmentation import Tissues, image_data, segment_tissues
-from bidsapp.metrics.iqms import (
-    ImageIQMs,
-    compute_iqms,
-    defacing_iqms,
-    fwhm_classic,
-    harmonize,
-    image_iqms,
-    iqm_differences,
-    iqms_for_defaced,
-)
+from bidsapp.metrics.iqms.defaced import iqm_differences, pair_iqms, record_iqms
+from bidsapp.metrics.iqms.image import ImageIQMs, image_iqms, iqms_from_arrays
+from bidsapp.metrics.iqms.measures import fwhm_classic
+from bidsapp.metrics.iqms.stats import harmonize
 
 #: Every anatomical IQM key MRIQC writes (mriqc/data/testdata/group_T1w.tsv).
 MRIQC_KEYS = (
@@ -236,7 +230,8 @@ def test_iqms_agree_with_mriqc_with_artifacts(prepared, mriqc_anat, tmp_path):
     new_masks = compute_masks(artifact, brain, tissues, data=data)
     core = tuple(slice(c - 1, c + 1) for c in far)
     assert new_masks.art[core].all() and new_masks.art[box].sum() > 8
-    ours = compute_iqms(data, image.header.get_zooms(), new_masks, tissues, affine=image.affine)
+    ours = iqms_from_arrays(data, image.header.get_zooms(), new_masks, tissues,
+                            affine=image.affine)
     assert ours["qi_1"] > 0
     assert_agree(
         ours,
@@ -396,12 +391,12 @@ def _deface(image: nib.Nifti1Image, brain: np.ndarray) -> nib.Nifti1Image:
 
 def test_defaced_with_original_masks(prepared):
     image, brain, result = prepared["xa30"]
-    same = iqms_for_defaced(image, image, result, modes=("original_masks",))
+    same = pair_iqms(image, image, result, modes=("original_masks",))
     assert set(same) == {"original_masks"}
     assert all(v == 0 for v in same["original_masks"]["delta"].values())
 
     defaced = _deface(image, brain)
-    out = iqms_for_defaced(image, defaced, result, modes=("original_masks",))["original_masks"]
+    out = pair_iqms(image, defaced, result, modes=("original_masks",))["original_masks"]
     delta = out["delta"]
     assert sorted(delta) == sorted(MRIQC_KEYS)
     assert delta == iqm_differences(out["iqms"], result.iqms)
@@ -414,7 +409,7 @@ def test_defaced_with_original_masks(prepared):
     assert delta["fber"] != 0 or out["iqms"]["fber"] == result.iqms["fber"] == -1
     # the same defaced image stored in another voxel order (radiological) gives the same IQMs
     flipped = defaced.as_reoriented([[0, -1], [1, 1], [2, 1]])
-    again = iqms_for_defaced(image, flipped, result, modes=("original_masks",))
+    again = pair_iqms(image, flipped, result, modes=("original_masks",))
     assert again["original_masks"]["iqms"] == out["iqms"]
 
 
@@ -422,7 +417,7 @@ def test_defaced_with_original_masks(prepared):
 def test_defaced_with_recomputed_masks(prepared):
     image, brain, result = prepared["ixi012"]
     defaced = _deface(image, brain)
-    out = iqms_for_defaced(image, defaced, result)
+    out = pair_iqms(image, defaced, result)
     assert set(out) == {"original_masks", "recomputed_masks"}
     recomputed = out["recomputed_masks"]
     assert sorted(recomputed["iqms"]) == sorted(MRIQC_KEYS)
@@ -432,16 +427,16 @@ def test_defaced_with_recomputed_masks(prepared):
     # brain mask and tissues computed elsewhere on the defaced image (stored radiologically)
     flipped = defaced.as_reoriented([[0, -1], [1, 1], [2, 1]])
     mask = brain_mask_of(flipped, "ixi012 defaced flipped")
-    reused = iqms_for_defaced(
+    reused = pair_iqms(
         image, flipped, result, defaced_brain_mask=mask,
         defaced_tissues=segment_tissues(flipped, mask), modes=("recomputed_masks",),
     )["recomputed_masks"]["iqms"]  # fmt: skip
     assert reused == pytest.approx(recomputed["iqms"], rel=1e-6)
 
 
-def test_defacing_iqms_is_json_ready(prepared):
+def test_record_iqms_is_json_ready(prepared):
     image, brain, result = prepared["ixi012"]
-    report = defacing_iqms(
+    report = record_iqms(
         image, brain, {"cut": _deface(image, brain)}, reference=result,
         modes=("original_masks",),
     )  # fmt: skip

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_metrics_face import reference_of
 
-from bidsapp.metrics import defacing_metrics
+from bidsapp.metrics.defacing import defacing_metrics
 from bidsapp.metrics.downstream import KEYS, compare, dice, downstream_metrics, volumes_ml
 
 
@@ -72,8 +72,9 @@ def test_downstream_runs_the_given_steps_on_the_defaced_image(ixi012):
 
     zooms = ixi012.image.header.get_zooms()
     original = volumes_ml(ixi012.brain_mask, _tissues(ixi012.brain_mask), zooms)
-    record = downstream_metrics(ixi012.brain_mask, original, ixi012.image,
-                                brain_masker=masker, segmenter=segmenter)
+    record, anatomy = downstream_metrics(ixi012.brain_mask, original, ixi012.image,
+                                         brain_masker=masker, segmenter=segmenter)
+    assert np.array_equal(anatomy.brain_mask, np.roll(ixi012.brain_mask, 1, axis=0))
     assert seen == [ixi012.image]
     assert 0.9 < record["bet_dice"] < 1.0
     assert record["tiv_change_pct"] == pytest.approx(
@@ -106,17 +107,16 @@ def test_flair_tissue_volumes_are_named_after_the_template(ds_faces):
     """On a FLAIR (GM brighter than WM) the downstream classes used to be named by the T1w
     intensity order, so ``wm_change_pct`` was grey matter's; the IQMs' template names them."""
     from bidsapp.anatomy.brainmask import deepbet_brain_mask
-    from bidsapp.metrics.iqms import image_iqms
+    from bidsapp.metrics.iqms.image import image_iqms
 
     image = nib.load(ds_faces / "sub-uber" / "anat" / "sub-uber_FLAIR.nii.gz")
     brain = deepbet_brain_mask(image)
     original = image_iqms(image, brain)  # registers the template once, as the metrics step
     assert original.masks.template is not None
     zooms = image.header.get_zooms()[:3]
-    computed = {}
-    record = downstream_metrics(brain, volumes_ml(brain, original.tissues, zooms), image,
-                                template=original.masks.template, computed=computed)
-    tissues = computed["tissues"]
+    record, anatomy = downstream_metrics(brain, volumes_ml(brain, original.tissues, zooms),
+                                         image, template=original.masks.template)
+    tissues = anatomy.tissues
     means = {k: float(tissues.corrected[tissues.labels == i].mean())
              for i, k in enumerate(("csf", "gm", "wm"), 1)}
     assert means["csf"] < means["wm"] < means["gm"], means

@@ -13,7 +13,8 @@ from nibabel import orientations
 from scipy import ndimage
 
 from bidsapp.anatomy.brainmask import deepbet_brain_mask
-from bidsapp.metrics import OriginalReference, defacing_metrics
+from bidsapp.metrics.defacing import defacing_metrics
+from bidsapp.metrics.reference import OriginalReference
 from bidsapp.metrics import face as F
 
 REGIONS = [f"{r}_altered_pct" for r in F.REGIONS]

@@ -11,7 +11,8 @@ from test_metrics_face import reference_of
 
 from bidsapp.faces.detect import detect
 from bidsapp.faces.render import render
-from bidsapp.metrics import PROBE_VIEWS, OriginalReference, defacing_metrics, input_face_check
+from bidsapp.metrics.defacing import defacing_metrics, input_face_check
+from bidsapp.metrics.reference import PROBE_VIEWS, OriginalReference
 
 
 @pytest.fixture(scope="module")

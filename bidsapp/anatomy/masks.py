@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from bidsapp.anatomy.segmentation import Tissues, image_data
+from bidsapp.geometry import block_factors, block_mean, bounding_box
 
 #: MNI coordinates (mm) of MRIQC's landmarks (``ArtifactMask`` defaults).
 GLABELLA_MNI = (0.0, 90.0, -14.0)
@@ -140,14 +141,9 @@ def register_mni(image: nib.Nifti1Image, brain_mask: np.ndarray, corrected: np.n
     return register_template(moving, template=template, brain_mask=brain_mask)
 
 
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    box = ndimage.find_objects(mask.astype(np.uint8))
-    if not box or box[0] is None:
-        return tuple(slice(0, n) for n in mask.shape)
-    return tuple(
-        slice(max(0, s.start - margin), min(n, s.stop + margin))
-        for s, n in zip(box[0], mask.shape)
-    )
+def _box_or_all(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The bounding box of ``mask`` (+ ``margin``), or the whole grid when it is empty."""
+    return bounding_box(mask, margin) or tuple(slice(0, n) for n in mask.shape)
 
 
 def warp_template(registration, image: nib.Nifti1Image, brain_mask: np.ndarray) -> dict | None:
@@ -156,7 +152,7 @@ def warp_template(registration, image: nib.Nifti1Image, brain_mask: np.ndarray) 
     if tpl is None or registration is None:
         return None
     zooms = np.asarray(image.header.get_zooms()[:3], dtype=float)
-    box = _bbox(brain_mask, int(np.ceil(15.0 / zooms.min())))
+    box = _box_or_all(brain_mask, int(np.ceil(15.0 / zooms.min())))
     offset = np.eye(4)
     offset[:3, 3] = [s.start for s in box]
     sub_affine = image.affine @ offset
@@ -289,13 +285,11 @@ def _distance_to(head: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def _largest_distance(head: np.ndarray, region: np.ndarray, zooms, spacing_mm: float = 2.0):
     """Largest distance (voxels) from ``region`` to ``head``, measured on a grid of about 2 mm."""
-    from bidsapp.anatomy.segmentation import _block_mean, _factors
-
-    factors = _factors(zooms, spacing_mm)
+    factors = block_factors(zooms, spacing_mm)
     if max(factors) == 1:
         return float(ndimage.distance_transform_edt(~head)[region].max())
-    coarse_head = _block_mean(head.astype(np.float32), factors) > 0
-    coarse_region = _block_mean(region.astype(np.float32), factors) > 0
+    coarse_head = block_mean(head.astype(np.float32), factors) > 0
+    coarse_region = block_mean(region.astype(np.float32), factors) > 0
     distance = ndimage.distance_transform_edt(~coarse_head, sampling=factors)
     return float(distance[coarse_region].max()) if coarse_region.any() else 0.0
 
@@ -326,7 +320,7 @@ def artifact_mask(
     idx = np.argwhere(candidates)
     near = _distance_to(head, idx) < 0.10 * top
     candidates[tuple(idx[near].T)] = False
-    box = _bbox(candidates, 2)
+    box = _box_or_all(candidates, 2)
     art[box] = ndimage.binary_opening(candidates[box], _S1)
     return art
 

@@ -24,6 +24,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from bidsapp.geometry import block_factors, block_mean
+
 #: RAS <-> LPS (ITK's physical space) flip.
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -83,13 +85,9 @@ def block_downsample(data: np.ndarray, affine: np.ndarray, resolution_mm: float)
     Axes already coarser than the target (thick slices) keep their spacing. Deterministic and
     anti-aliased (block mean), unlike point resampling.
     """
-    data = np.asarray(data, dtype=np.float32)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    factors = [max(1, round(float(resolution_mm / z))) for z in zooms]
-    shape = [max(1, s // f) for s, f in zip(data.shape[:3], factors)]
-    cropped = data[: shape[0] * factors[0], : shape[1] * factors[1], : shape[2] * factors[2]]
-    blocks = cropped.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
-    small = blocks.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
+    factors = block_factors(zooms, resolution_mm)
+    small = block_mean(np.asarray(data, dtype=np.float32), factors)
     scale = np.diag(factors + [1]).astype(float)
     scale[:3, 3] = (np.asarray(factors, dtype=float) - 1) / 2
     return small, affine @ scale

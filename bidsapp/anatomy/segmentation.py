@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
+
+from bidsapp.geometry import block_factors, block_mean, bounding_box
 
 #: Target spacing (mm) of the copy N4 is fitted on.
 N4_SPACING_MM = 8.0
@@ -76,20 +77,6 @@ def clip_intensities(data: np.ndarray, low: float, high: float) -> np.ndarray:
     out -= np.float32(low)
     out *= np.float32(255.0 / span)
     return np.rint(out, out=out)
-
-
-def _factors(zooms, spacing_mm: float) -> list[int]:
-    return [max(1, round(spacing_mm / float(z))) for z in zooms[:3]]
-
-
-def _block_mean(data: np.ndarray, factors) -> np.ndarray:
-    shape = [max(1, s // f) for s, f in zip(data.shape, factors)]
-    pads = [(0, max(0, n * f - s)) for n, f, s in zip(shape, factors, data.shape)]
-    cropped = np.pad(data, pads, mode="edge")[
-        : shape[0] * factors[0], : shape[1] * factors[1], : shape[2] * factors[2]
-    ]
-    blocks = cropped.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
-    return blocks.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
 
 
 def _interp_axis(data: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:
@@ -139,16 +126,12 @@ def n4_bias_field(
     """N4 bias field (float32, image grid) fitted inside ``brain_mask`` on a coarse copy."""
     import ants
 
-    factors = _factors(zooms, spacing_mm)
+    factors = block_factors(zooms, spacing_mm)
     # crop to the brain's bounding box (+ margin) before averaging: fewer voxels per iteration
-    box = ndimage.find_objects(brain_mask.astype(np.uint8))[0]
     margin = [int(np.ceil(margin_mm / float(z))) for z in zooms[:3]]
-    box = tuple(
-        slice(max(0, s.start - m), min(n, s.stop + m))
-        for s, m, n in zip(box, margin, brain_mask.shape)
-    )
-    small = _block_mean(clipped[box], factors)
-    small_mask = _block_mean(brain_mask[box].astype(np.float32), factors) > 0.5
+    box = bounding_box(brain_mask, margin)  # never empty: segment_tissues checks the mask
+    small = block_mean(clipped[box], factors)
+    small_mask = block_mean(brain_mask[box].astype(np.float32), factors) > 0.5
     if small_mask.sum() < 8:  # too small a brain for a field: no correction
         return np.ones(clipped.shape, dtype=np.float32)
     spacing = [float(z) * f for z, f in zip(zooms[:3], factors)]
@@ -170,7 +153,7 @@ def _atropos_parameters(
     """Means, variances and proportions of Atropos' 3 classes on a subsampled copy."""
     import ants
 
-    step = _factors(zooms, spacing_mm)
+    step = block_factors(zooms, spacing_mm)
     sub = (slice(None, None, step[0]), slice(None, None, step[1]), slice(None, None, step[2]))
     data, mask = corrected[sub], brain_mask[sub]
     spacing = [float(z) * s for z, s in zip(zooms[:3], step)]

@@ -35,6 +35,7 @@ from bidsapp.defacers.base import (
     DefaceRequest,
     template_defacer_availability,
 )
+from bidsapp.geometry import bounding_box
 
 #: Default guard: no voxel closer than this (mm, Euclidean, voxel centres) to the deepbet brain
 #: mask is altered. The run's ``--guard-margin-mm`` / ``--brain-guard`` replace it
@@ -116,13 +117,9 @@ def brain_distance(
     Returns the distances and the box (slices of the image grid).
     """
     zooms = np.asarray(zooms[:3], dtype=float)
-    where = np.nonzero(region.any(axis=(1, 2)))[0], np.nonzero(region.any(axis=(0, 2)))[0]
-    where = (*where, np.nonzero(region.any(axis=(0, 1)))[0])
-    pad = np.ceil(reach_mm / zooms).astype(int) + 1
-    box = tuple(
-        slice(max(0, int(w[0]) - p), min(n, int(w[-1]) + p + 1))
-        for w, p, n in zip(where, pad, region.shape)
-    )
+    box = bounding_box(region, np.ceil(reach_mm / zooms).astype(int) + 1)
+    if box is None:
+        raise ValueError("facecut: the region to measure from is empty")
     sub = brain[box]
     if not sub.any():
         return np.full(sub.shape, np.inf, dtype=np.float32), box

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from bidsapp.anatomy.brainmask import dilate_mm
+from bidsapp.geometry import bounding_box
 
 #: Safety margin (mm) around the brain, as the runner's default ``--guard-margin-mm``.
 MARGIN_MM = 5.0
@@ -35,10 +36,7 @@ def margin_mask(brain_mask: np.ndarray, zooms, margin_mm: float = MARGIN_MM) -> 
     if not brain.any():
         return out
     pad = [int(np.ceil(margin_mm / float(z))) + 1 for z in zooms[:3]]
-    index = np.argwhere(brain)
-    low = np.maximum(index.min(0) - pad, 0)
-    high = np.minimum(index.max(0) + pad + 1, brain.shape)
-    box = tuple(slice(a, b) for a, b in zip(low, high))
+    box = bounding_box(brain, pad)
     out[box] = dilate_mm(brain[box], zooms, margin_mm)
     return out
 

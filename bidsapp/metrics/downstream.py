@@ -20,7 +20,8 @@ as ``template``, so that ``csf_change_pct`` is CSF's on every contrast.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import nibabel as nib
 import numpy as np
@@ -31,6 +32,15 @@ KEYS = ("bet_dice", "tiv_change_pct", "brain_volume_change_pct", "gm_change_pct"
 
 class TissuesLike(Protocol):
     probs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DefacedAnatomy:
+    """The brain mask and tissues computed on a defaced image (the IQMs recomputed on it reuse
+    them); ``tissues`` is None when the mask is too small to segment or segmentation is off."""
+
+    brain_mask: np.ndarray
+    tissues: TissuesLike | None
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,16 +95,14 @@ def downstream_metrics(
     defaced: nib.Nifti1Image, *, threads: int = 1, seed: int = 42,
     brain_masker: Callable[..., np.ndarray] | None = None,
     segmenter: Callable[..., TissuesLike] | None = default_segmenter,
-    computed: dict[str, Any] | None = None,
     template: dict[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, float], DefacedAnatomy]:
     """Brain extraction and segmentation again on ``defaced``, compared with the original's.
 
     ``brain_masker`` defaults to deepbet; ``segmenter=None`` skips the tissue volumes (NaN).
     ``template``: CSF/GM/WM maps on the defaced image's grid that name the classes (the
     original's, as registered for its IQMs); without it the T1w intensity order names them.
-    ``computed``, when given, receives the ``brain_mask`` and ``tissues`` of ``defaced`` for
-    reuse (the IQMs recomputed on the defaced image need the same two).
+    Returns the downstream keys and the defaced image's brain mask and tissues.
     """
     if brain_masker is None:
         from bidsapp.anatomy.brainmask import deepbet_brain_mask as brain_masker
@@ -107,6 +115,5 @@ def downstream_metrics(
             from bidsapp.anatomy.segmentation import match_to_template
 
             tissues = match_to_template(tissues, template)
-    if computed is not None:
-        computed.update(brain_mask=mask, tissues=tissues)
-    return compare(original_mask, original_volumes, mask, volumes_ml(mask, tissues, zooms))
+    record = compare(original_mask, original_volumes, mask, volumes_ml(mask, tissues, zooms))
+    return record, DefacedAnatomy(mask, tissues)

@@ -2,8 +2,8 @@
 
 ``python -m bidsapp.metrics.measure SPEC.json`` (run by the workflow in a child process) writes
 one JSON: the input's face check and IQMs, and for each defacer that succeeded its defacing
-metrics (:func:`bidsapp.metrics.defacing_metrics`) and IQMs in both modes
-(:func:`bidsapp.metrics.iqms.defacing_iqms`), with the seconds each metric group took. The
+metrics (:func:`bidsapp.metrics.defacing.measure_defaced`) and IQMs in both modes
+(:func:`bidsapp.metrics.iqms.defaced.record_iqms`), with the seconds each metric group took. The
 original's brain mask, skin surface, renders and tissue segmentation are computed once here and
 shared by every defacer and by both metric families.
 """
@@ -42,8 +42,10 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
     A family of metrics that fails (face, downstream, IQMs) is recorded under
     ``measurement_errors`` with its reason, and the others are still computed.
     """
-    from bidsapp.metrics import OriginalReference, defacing_metrics, input_face_check
-    from bidsapp.metrics.iqms import defacing_iqms, image_iqms
+    from bidsapp.metrics.defacing import input_face_check, measure_defaced
+    from bidsapp.metrics.iqms.defaced import record_iqms
+    from bidsapp.metrics.iqms.image import image_iqms
+    from bidsapp.metrics.reference import OriginalReference
     from bidsapp.metrics.orientation import orientation_check
 
     image = nib.load(str(image_path))
@@ -71,7 +73,6 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
     per_defacer = {}
     for name, folder in sorted(results.items()):
         timings: dict[str, float] = {}
-        computed: dict[str, Any] = {}  # deepbet and tissues of the defaced image, made once
         failed: dict[str, str] = {}
         entry: dict[str, Any] = {"timings_s": timings}
         if reference is None:
@@ -79,23 +80,24 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
         else:
             defaced = _attempt(failed, tracebacks, "read", _read_result, Path(folder))
             if defaced is not None:
-                metrics = _attempt(failed, tracebacks, "downstream", defacing_metrics, reference,
-                                   defaced[0], defaced[1], timings=timings, computed=computed)
-                if metrics is None:  # the same without the downstream family
-                    metrics = _attempt(failed, tracebacks, "face_brain", defacing_metrics,
-                                       reference, defaced[0], defaced[1], downstream=False,
-                                       timings=timings)
-                if metrics is not None:
-                    entry["metrics"] = metrics
+                measured = _attempt(failed, tracebacks, "downstream", measure_defaced,
+                                    reference, defaced[0], defaced[1], timings=timings)
+                if measured is None:  # the same without the downstream family
+                    measured = _attempt(failed, tracebacks, "face_brain", measure_defaced,
+                                        reference, defaced[0], defaced[1], downstream=False,
+                                        timings=timings)
+                if measured is not None:
+                    entry["metrics"] = measured.record
+                # deepbet and tissues of the defaced image, made once for both families
+                anatomy = measured.anatomy if measured is not None else None
+                reuse = anatomy is not None and anatomy.tissues is not None
                 if iqm_reference is not None:
                     iqm_start = time.perf_counter()
                     iqms = _attempt(
-                        failed, tracebacks, "iqms", defacing_iqms, image, brain,
+                        failed, tracebacks, "iqms", record_iqms, image, brain,
                         {name: defaced[0]}, reference=iqm_reference,
-                        defaced_brain_masks={name: computed["brain_mask"]}
-                        if computed.get("tissues") is not None else None,
-                        defaced_tissues={name: computed["tissues"]}
-                        if computed.get("tissues") is not None else None,
+                        defaced_brain_masks={name: anatomy.brain_mask} if reuse else None,
+                        defaced_tissues={name: anatomy.tissues} if reuse else None,
                         threads=threads, seed=seed)
                     if iqms is not None:
                         entry["iqms"] = iqms["defacers"][name]
@@ -107,7 +109,7 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
             entry["traceback"] = {k: tracebacks.get(k, "") for k in failed}
         per_defacer[name] = entry
     if iqm_reference is not None:
-        iqms = _attempt(errors, tracebacks, "iqms", defacing_iqms, image, brain, {},
+        iqms = _attempt(errors, tracebacks, "iqms", record_iqms, image, brain, {},
                         reference=iqm_reference, threads=threads, seed=seed)
         if iqms is not None:
             out["input"]["iqms"] = iqms["original"]

@@ -152,7 +152,7 @@ class _Framing:
             import nibabel as nib
             import numpy as np
 
-            from bidsapp.metrics import face_framing
+            from bidsapp.metrics.reference import face_framing
 
             if self.original is None or self.brain is None:
                 raise FileNotFoundError("the original image or its brain mask is not found "
@@ -172,7 +172,7 @@ def _detection_builder(framing: _Framing, defaced: Path, view: str, box):
     def build(target: Path) -> None:
         import nibabel as nib
 
-        from bidsapp.metrics import defaced_render
+        from bidsapp.metrics.reference import defaced_render
         from bidsapp.reports import plots
 
         reference, cameras = framing.get()

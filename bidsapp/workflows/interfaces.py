@@ -201,11 +201,11 @@ class MeasurementsSink(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bidsapp import outputs
-        from bidsapp.workflows.participant import image_from_json
+        from bidsapp.bids import AnatImage
 
         measured = json.loads(Path(self.inputs.metrics_file).read_text())
         written = outputs.write_measurements(Path(self.inputs.output_dir),
-                                             image_from_json(self.inputs.image),
+                                             AnatImage.from_json(self.inputs.image),
                                              list(self.inputs.defacers), measured)
         self._results["out_files"] = [str(p) for p in written]
         return runtime
@@ -219,9 +219,9 @@ class DerivativesSink(SimpleInterface):
 
     def _run_interface(self, runtime):
         from bidsapp import outputs
-        from bidsapp.workflows.participant import image_from_json
+        from bidsapp.bids import AnatImage
 
-        image = image_from_json(self.inputs.image)
+        image = AnatImage.from_json(self.inputs.image)
         output_dir, bids_dir = Path(self.inputs.output_dir), Path(self.inputs.bids_dir)
         if self.inputs.defacer:
             written = outputs.write_defacer_result(

@@ -10,7 +10,6 @@ over by a rigid registration (``coreg_*``, computed once and reused by every def
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +22,6 @@ from bidsapp.settings import Settings
 from bidsapp.workflows.interfaces import (
     BrainMask, Coregister, Deface, DerivativesSink, Measure, MeasurementsSink,
 )
-
-
-def image_to_json(image: AnatImage) -> str:
-    return json.dumps({"path": str(image.path), "entities": image.entities,
-                       "suffix": image.suffix})
-
-
-def image_from_json(text: str) -> AnatImage:
-    data = json.loads(text)
-    return AnatImage(Path(data["path"]), tuple(tuple(e) for e in data["entities"]),
-                     data["suffix"])
 
 
 def node_name(prefix: str, *parts: str) -> str:
@@ -91,7 +79,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
     # direct images first, so a carried-over image can find its T1w's nodes
     for plan in sorted(plans, key=lambda p: p.reference is not None):
         image, key = plan.image, plan.image.key
-        sink_original = pe.Node(DerivativesSink(image=image_to_json(image), **common),
+        sink_original = pe.Node(DerivativesSink(image=image.to_json(), **common),
                                 name=node_name("ds_original", key), overwrite=True)
         sink_original.inputs.record = {**input_records.get(key, {}), "mode": plan.mode,
                                        "reference_t1w": plan.reference.key if plan.reference else None}
@@ -118,7 +106,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
             measure.bidsapp_label = f"metrics {key}"
             merge_records = pe.Node(niu.Merge(len(defacers)), name=node_name("records", key))
             merge_dirs = pe.Node(niu.Merge(len(defacers)), name=node_name("results", key))
-            sink_metrics = pe.Node(MeasurementsSink(image=image_to_json(image),
+            sink_metrics = pe.Node(MeasurementsSink(image=image.to_json(),
                                                     output_dir=common["output_dir"],
                                                     defacers=list(defacers)),
                                    name=node_name("ds_metrics", key), overwrite=True)
@@ -147,7 +135,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                                   (source, deface, [("record", "source_record"),
                                                     ("altered", "source_altered")])])
             deface_nodes[(name_, key)] = deface
-            sink = pe.Node(DerivativesSink(image=image_to_json(image), defacer=name_, **common),
+            sink = pe.Node(DerivativesSink(image=image.to_json(), defacer=name_, **common),
                            name=node_name("ds", name_, key), overwrite=True)
             workflow.connect([(deface, sink, [("record", "record"),
                                               ("result_dir", "result_dir")])])
