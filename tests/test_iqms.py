@@ -70,6 +70,8 @@ def mriqc_anat():
         stub.loggers = types.SimpleNamespace(interface=logging.getLogger("mriqc.interface"))
         sys.modules["mriqc.config"] = stub
         mriqc.config = stub
+    if getattr(mriqc.config.loggers, "interface", None) is None:  # imported, never loaded
+        mriqc.config.loggers.interface = logging.getLogger("mriqc.interface")
     try:
         import nireports.reportlets.nuisance  # noqa: F401
     except ImportError:
