@@ -31,10 +31,12 @@ demo: install
 	  echo ""; echo "Demo results: $(DEMO_DIR)/out (open $(DEMO_DIR)/out/*.html in a browser)"; \
 	  exit $$status
 
-# End-to-end tests share one pipeline run per module, so they run in one process of their own.
+# End-to-end tests share one pipeline run per module, so they run in one process of their own;
+# the SLURM test starts a one-node cluster of its own (root, slurm-wlm, munge), in a third step.
 test: install
-	$(BIN)/python -m pytest -n 2 -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not e2e and not slurm" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slurm $(PYTEST_ARGS)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

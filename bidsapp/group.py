@@ -59,6 +59,8 @@ REIDENTIFIED = "identification.reidentified"
 IDENTIFICATION_TABLE = "group_identification.tsv"
 #: The summary table (one row per suffix and defacer).
 SUMMARY_TABLE = "group_summary.tsv"
+#: Participants of the dataset without a successful result (one row each, header only if none).
+MISSING_TABLE = "group_missing.tsv"
 #: The per-attack-mode figures of a result (``identification.<mode>.<figure>`` columns).
 IDENTIFICATION_FIGURES = ("rank", "n_candidates", "distance", "same_scan_distance",
                           "reidentified")
@@ -471,6 +473,31 @@ def recommend(summary: pd.DataFrame) -> dict[str, list[str]]:
 
 # --- the group level --------------------------------------------------------------------------
 
+def missing_participants(bids_dir: Path | None, found: Collection,
+                         subjects: Iterable[str] = ()) -> pd.DataFrame:
+    """Participants of ``bids_dir`` (``sub-*`` with an anatomical image; only ``subjects`` when
+    given) with no successful defacer result in ``found``, and why: a task that was killed or
+    failed is listed instead of silently leaving fewer images to compare."""
+    wanted, rows_ = set(subjects), []
+    folders = sorted(Path(bids_dir).glob("sub-*")) if bids_dir and Path(bids_dir).is_dir() else []
+    for folder in folders:
+        label = folder.name[4:]
+        if (wanted and label not in wanted) or not folder.is_dir() or not (
+                any(folder.glob("anat/*.nii*")) or any(folder.glob("ses-*/anat/*.nii*"))):
+            continue
+        results = [r for r in found.results if r.subject == label]
+        if any(r.data.get("status") == "ok" for r in results):
+            continue
+        if results:
+            reason = "every defacer failed (see Errors)"
+        elif any(r.subject == label for r in found.inputs):
+            reason = "no defacer result: the participant run stopped early (killed?)"
+        else:
+            reason = "no results: the participant run did not run, failed early or was killed"
+        rows_.append({"participant_id": folder.name, "reason": reason})
+    return pd.DataFrame(rows_, columns=["participant_id", "reason"])
+
+
 def _usage_error(message: str):
     from bidsapp.cli.run import UsageError
 
@@ -504,8 +531,11 @@ def run_group(settings) -> int:
     identification, lines = None, []
     if not getattr(settings, "skip_identification", False):
         identification, lines = identify(settings.bids_dir, output_dir, found)
+    missing = missing_participants(getattr(settings, "bids_dir", None), found, subjects)
+    for row in missing.itertuples(index=False):
+        LOGGER.warning("%s has no result: %s", row.participant_id, row.reason)
     outputs = write_group_outputs(output_dir, found, identification=identification,
-                                  extra_problems=lines)
+                                  extra_problems=lines, missing=missing)
     outputs.problems += rewrite_reports(settings, sorted({r.subject for r in
                                                           found.results + found.inputs}))
     for line in outputs.problems:
@@ -588,8 +618,10 @@ def identification_summary(identification: pd.DataFrame | None) -> pd.DataFrame:
 def write_group_outputs(output_dir: Path, found: Collection, *,
                         threshold: float = FACE_REMOVED_MIN_PCT,
                         identification: pd.DataFrame | None = None,
-                        extra_problems: Iterable[str] = ()) -> GroupOutputs:
-    """Write the group tables, summary and report for the records in ``found``."""
+                        extra_problems: Iterable[str] = (),
+                        missing: pd.DataFrame | None = None) -> GroupOutputs:
+    """Write the group tables, summary and report for the records in ``found``; ``missing``:
+    the dataset's participants without results (:func:`missing_participants`)."""
     from bidsapp.io import atomic_write_text
 
     problems = list(found.problems) + list(extra_problems)
@@ -615,10 +647,13 @@ def write_group_outputs(output_dir: Path, found: Collection, *,
     if not rates.empty:
         atomic_write_text(output_dir / IDENTIFICATION_TABLE, _tsv(rates))
         tables.append(output_dir / IDENTIFICATION_TABLE)
+    if missing is not None:
+        atomic_write_text(output_dir / MISSING_TABLE, _tsv(missing))
+        tables.append(output_dir / MISSING_TABLE)
     html = render_group_report(output_dir, table, summary, recommend(summary), found,
                                ratings=ratings, unmatched_ratings=unmatched,
                                problems=problems, threshold=threshold, tables=tables,
-                               identification=rates)
+                               identification=rates, missing=missing)
     report = output_dir / "group_report.html"
     atomic_write_text(report, html)
     return GroupOutputs(tables, summary_path, report, problems, len(table),
@@ -798,8 +833,8 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
                         recommendation: dict[str, list[str]], found: Collection, *,
                         ratings: pd.DataFrame, unmatched_ratings: int, problems: list[str],
                         threshold: float = FACE_REMOVED_MIN_PCT,
-                        tables: list[Path] = (), identification: pd.DataFrame | None = None
-                        ) -> str:
+                        tables: list[Path] = (), identification: pd.DataFrame | None = None,
+                        missing: pd.DataFrame | None = None) -> str:
     """The group report's HTML (figures inlined, gallery thumbnails linked as local files)."""
     from bidsapp.reports import bidsapp_version, plots, render_template
     from bidsapp.reports.participant import anchor, figure_path
@@ -890,6 +925,7 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
         "n_results": len(table), "sections": sections,
         "overall": recommendation.get("all", []),
         "failures": failures, "problems": problems,
+        "missing": [] if missing is None else missing.to_dict("records"),
         "reports": [(name, (output_dir / name).is_file()) for name in reports],
         "ratings": {"n": len(ratings), "files": sorted(set(ratings["file"])) if len(ratings)
                     else [], "unmatched": unmatched_ratings, "dir": RATINGS_DIR,
