@@ -36,7 +36,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -n 2 -m "not e2e and not slurm" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m slurm $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slurm -rP $(PYTEST_ARGS)  # -rP: the job ids, states and wall times
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
