@@ -32,10 +32,18 @@ def _environment():
 
 
 def render_template(name: str, **context) -> str:
-    """Render ``data/<name>`` (autoescaped) with the shared stylesheet available as ``css``."""
+    """Render ``data/<name>`` (autoescaped) with the shared stylesheet available as ``css``.
+
+    The verdict's required features and their threshold are available as ``features`` and
+    ``feature_min``, so that every report states the rule :func:`bidsapp.verdicts.verdict` applies.
+    """
     from markupsafe import Markup
 
+    from bidsapp.verdicts import FEATURE_REMOVED_MIN_PCT, FEATURES
+
     context.setdefault("css", Markup(asset("report.css")))
+    context.setdefault("features", FEATURES)
+    context.setdefault("feature_min", FEATURE_REMOVED_MIN_PCT)
     return _environment().get_template(name).render(**context)
 
 
