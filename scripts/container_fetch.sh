@@ -25,6 +25,7 @@ else
     echo "$sha  $dest" | sha256sum -c - >&2
     verified="sha256"
 fi
-mkdir -p /opt/bidsapp/manifest.d
+manifest=${BIDSAPP_MANIFEST_DIR:-/opt/bidsapp/manifest.d}
+mkdir -p "$manifest"
 printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$version" "$url" "file" "sha256:$digest" "$verified" \
-    >> "/opt/bidsapp/manifest.d/$tool.tsv"
+    >> "$manifest/$tool.tsv"

@@ -5,8 +5,9 @@
 # `fetch`); this script adds the base image and the Python packages (`native BASE_IMAGE`) and joins
 # every part into manifest.tsv (`join`, the default). Installed as /usr/local/bin/bidsapp-manifest.
 set -eu
-dir=/opt/bidsapp
-mkdir -p "$dir/manifest.d"
+parts=${BIDSAPP_MANIFEST_DIR:-/opt/bidsapp/manifest.d}
+out=$(dirname "$parts")/manifest.tsv
+mkdir -p "$parts"
 case "${1:-join}" in
     native)
         base=${2:?usage: bidsapp-manifest native BASE_IMAGE}
@@ -16,9 +17,9 @@ case "${1:-join}" in
             *) digest="-"; verified="no (a tag, not a digest)" ;;
         esac
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' base-image "${base%%@*}" "$base" "container image" \
-            "$digest" "$verified" > "$dir/manifest.d/00-base.tsv"
+            "$digest" "$verified" > "$parts/00-base.tsv"
         # Python packages: from PyPI (and the PyTorch CPU index for torch) over HTTPS, by version.
-        /opt/venv/bin/python - >> "$dir/manifest.d/00-base.tsv" <<'PY'
+        /opt/venv/bin/python - >> "$parts/00-base.tsv" <<'PY'
 from importlib.metadata import distributions
 for dist in sorted(distributions(), key=lambda d: d.metadata["Name"].lower()):
     name = dist.metadata["Name"]
@@ -29,11 +30,11 @@ PY
     join)
         {
             printf 'tool\tversion\tsource\treference\tdigest\tverified\n'
-            cat "$dir"/manifest.d/*.tsv
-        } > "$dir/manifest.tsv"
-        chmod 644 "$dir/manifest.tsv"
-        echo "image manifest: $(($(wc -l < "$dir/manifest.tsv") - 1)) entries in $dir/manifest.tsv"
-        grep -v '	sha256$\|	git (' "$dir/manifest.tsv" | grep -v '^tool	\|	PyPI	' >&2 || true
+            cat "$parts"/*.tsv
+        } > "$out"
+        chmod 644 "$out"
+        echo "image manifest: $(($(wc -l < "$out") - 1)) entries in $out"
+        grep -v '	sha256$\|	git (' "$out" | grep -v '^tool	\|	PyPI	' >&2 || true
         ;;
     *) echo "usage: bidsapp-manifest [native BASE_IMAGE | join]" >&2; exit 2 ;;
 esac

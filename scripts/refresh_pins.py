@@ -68,9 +68,9 @@ def read_args(text: str) -> dict[str, str]:
 
 def write_arg(text: str, name: str, value: str) -> str:
     """Every `ARG name=...` default set to value (a quoted, continued value for long lists)."""
-    if " " in value:
+    if " " in value:  # a list: quoted, one item a line when long
         items = value.split()
-        value = '"' + " \\\n".join(items) + '"'
+        value = '"' + (" \\\n" if len(value) > 90 else " ").join(items) + '"'
     pattern = re.compile(rf'^ARG {name}=("[^"]*"|\S*)', flags=re.M)
     if not pattern.search(text):
         raise KeyError(f"no ARG {name} in the Dockerfile")
