@@ -202,7 +202,9 @@ def check(args: dict[str, str]) -> list[str]:
                f"FSL {name}={version}={build}",
                "not on the channel" if record is None else f"repodata sha256 {record.get('sha256')}")
     for name in args.get("FSL_UNPINNED", "").split():
-        report(False, f"FSL {name}", "not pinned (resolved at build time); run without --check")
+        record = newest(records, name)
+        print(f"note FSL {name}: resolved at build time (newest now {record['version']}="
+              f"{record['build']}, sha256 {record.get('sha256')}); a refresh pins it")
     report(git_has_commit(args["MRIDEFACER_REPO"], args["MRIDEFACER_COMMIT"]),
            "MRIDEFACER_COMMIT", f"{args['MRIDEFACER_REPO']}@{args['MRIDEFACER_COMMIT']}")
     for arg, template in UNPUBLISHED.items():

@@ -450,6 +450,17 @@ def test_workflows():
     runs = json.dumps(container["jobs"]["native"])
     for needed in ("participant", "group", "--read-only", ":/bids:ro", "--user 1000:1000"):
         assert needed in runs, needed
+    # issue 17: the default target is built with no pin argument and both levels run inside it
+    full = container["jobs"]["full"]
+    full_builds = [step["with"] for step in full["steps"]
+                   if str(step.get("uses", "")).startswith("docker/build-push-action")]
+    assert [b["target"] for b in full_builds] == ["full"] and full_builds[0].get("load")
+    assert "SHA256" not in full_builds[0].get("build-args", "")
+    runs = json.dumps(full)
+    for needed in ("refresh_pins.py --check", "/opt/bidsapp/manifest.tsv", "bidsapp.demo",
+                   "participant", "group", ":/bids:ro", "mrideface", "afnireface", "mridefacer"):
+        assert needed in runs, needed
+    assert "full" in container["jobs"]["publish"]["needs"]
 
 
 if __name__ == "__main__":
