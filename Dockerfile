@@ -227,7 +227,11 @@ RUN fetch "https://github.com/mamba-org/micromamba-releases/releases/download/${
       'echo "fsl: the FSL GUI is not in the bidsapp image (command-line subset only)" >&2' \
       'exit 1' > /opt/fsl/share/fsl/bin/fsl \
  && chmod 755 /opt/fsl/share/fsl/bin/fsl \
- && echo "${FSL_VERSION}" > /opt/fsl/etc/fslversion \
+ && { printf 'fsl-base %s' "${FSL_VERSION}"; \
+      for pin in "${pins[@]}"; do \
+          IFS='=' read -r n v _ <<< "${pin}"; \
+          case "${n}" in fsl-flirt|fsl-bet2) printf ', %s %s' "${n}" "${v}" ;; esac; \
+      done; echo; } > /opt/fsl/etc/fslversion \
  && micromamba clean --all --yes --force-pkgs-dirs \
  && rm -rf /tmp/mamba /opt/fsl/pkgs /opt/fsl/include /opt/fsl/share/doc /opt/fsl/man
 
@@ -350,9 +354,9 @@ COPY --from=fsl /opt/bidsapp/manifest.d/ /opt/bidsapp/manifest.d/
 COPY --from=mridefacer /opt/bidsapp/manifest.d/ /opt/bidsapp/manifest.d/
 COPY --from=mrideface /opt/bidsapp/manifest.d/ /opt/bidsapp/manifest.d/
 COPY --from=afni /opt/bidsapp/manifest.d/ /opt/bidsapp/manifest.d/
-# The versions below repeat the pins of the download stages (an ARG ends with its stage); the
-# test suite checks that they agree.
-ARG FSL_VERSION=2504.3
+# The versions below repeat pins of the download stages (an ARG ends with its stage); the test
+# suite checks that they agree. FSL's version (fsl-base and the flirt and bet2 builds) is read
+# from /opt/fsl/etc/fslversion, written from the pins.
 ARG AFNI_VERSION=AFNI_25.0.07
 ARG MRIDEFACER_COMMIT=37c38058859dc94c03903166b73b92c02796d77d
 ENV FSLDIR=/opt/fsl \
@@ -361,7 +365,6 @@ ENV FSLDIR=/opt/fsl \
     MRIDEFACER_DATA_DIR=/opt/mridefacer/data \
     BIDSAPP_MRIDEFACE_DIR=/opt/mri_deface \
     BIDSAPP_AFNI_DATA=/opt/afni \
-    BIDSAPP_FSL_VERSION=${FSL_VERSION} \
     BIDSAPP_AFNI_VERSION=${AFNI_VERSION} \
     BIDSAPP_MRIDEFACE_VERSION=1.22 \
     BIDSAPP_MRIDEFACER_VERSION=0.2.2+g${MRIDEFACER_COMMIT} \

@@ -389,7 +389,9 @@ def test_refresh_pins_rewrites_the_args_in_place():
     changed = refresh_pins.write_arg(text, "FSL_PINS", " ".join("=".join(p) for p in pins[:2]))
     changed = refresh_pins.write_arg(changed, "FSL_VERSION", "9999.1")
     assert len(refresh_pins.parse_fsl_pins(refresh_pins.read_args(changed)["FSL_PINS"])) == 2
-    assert changed.count("ARG FSL_VERSION=9999.1") == text.count("ARG FSL_VERSION=") == 2
+    changed = refresh_pins.write_arg(changed, "MRIDEFACER_COMMIT", "f" * 40)
+    assert changed.count("ARG FSL_VERSION=9999.1") == text.count("ARG FSL_VERSION=") == 1
+    assert changed.count("ARG MRIDEFACER_COMMIT=" + "f" * 40) == 2
     with pytest.raises(ValueError):
         refresh_pins.parse_fsl_pins("fsl-flirt=2111.4=h982b8fd_0")
 
