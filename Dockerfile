@@ -198,9 +198,15 @@ RUN fetch "https://github.com/mamba-org/micromamba-releases/releases/download/${
         for f in /tmp/mamba/pkgs/"${n}-${v}-${b}".tar.bz2 /tmp/mamba/pkgs/"${n}-${v}-${b}".conda; do \
             [ -f "${f}" ] && file=${f}; \
         done; \
-        [ -n "${file}" ] || { echo "FSL: ${n}-${v}-${b} was not installed" >&2; exit 1; }; \
-        echo "${sha}  ${file}" | sha256sum -c - \
-          || { echo "FSL: ${file} does not match its pinned SHA-256" >&2; exit 1; }; \
+        meta="/opt/fsl/conda-meta/${n}-${v}-${b}.json"; \
+        [ -f "${meta}" ] || { echo "FSL: ${n}=${v}=${b} was not installed" >&2; exit 1; }; \
+        if [ -n "${file}" ]; then \
+            echo "${sha}  ${file}" | sha256sum -c - \
+              || { echo "FSL: ${file} does not match its pinned SHA-256" >&2; exit 1; }; \
+        else \
+            python3 -c "import json, sys; got = json.load(open(sys.argv[1])).get('sha256'); sys.exit(None if got == sys.argv[2] else f'FSL: {sys.argv[1]} records sha256 {got}, pinned {sys.argv[2]}')" "${meta}" "${sha}" \
+              || exit 1; \
+        fi; \
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${n}" "${v}" "${FSL_CHANNEL}" "conda ${n}=${v}=${b}" \
             "sha256:${sha}" "sha256" >> /opt/bidsapp/manifest.d/fsl.tsv; \
     done \
