@@ -74,6 +74,8 @@ build() {
     context=$(mktemp -d /var/tmp/bidsapp-context.XXXXXX)
     cp "$repo/Dockerfile" "$repo/pyproject.toml" "$repo/README.md" "$context/"
     cp -r "$repo/bidsapp" "$context/bidsapp"
+    mkdir -p "$context/scripts"
+    cp "$repo"/scripts/container_*.sh "$context/scripts/"
     find "$context" -name __pycache__ -type d -prune -exec rm -rf {} +
     revision=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
     version=$(git -C "$repo" describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//;s/-\([0-9]*\)-g/.post\1+g/') \
@@ -119,6 +121,11 @@ run() {
     step "Python packages in the image (a starting point for a container lock file)"
     run_locked 1000:1000 --entrypoint pip "$image" freeze --all > "$out/image-pip-freeze.txt"
     echo "$(wc -l < "$out/image-pip-freeze.txt") packages: $out/image-pip-freeze.txt"
+
+    step "image manifest (/opt/bidsapp/manifest.tsv)"
+    run_locked 1000:1000 --entrypoint cat "$image" /opt/bidsapp/manifest.tsv > "$out/image-manifest.tsv"
+    head -n 3 "$out/image-manifest.tsv"
+    echo "$(($(wc -l < "$out/image-manifest.tsv") - 1)) entries: $out/image-manifest.tsv"
 
     step "bidsapp --version and --help, as uid 1000 and as an arbitrary uid"
     show run_locked 1000:1000 "$image" --version
