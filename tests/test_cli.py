@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bidsapp.cli.parser import build_parser, parse_args
-from bidsapp.cli.run import main
+from bidsapp.cli.main import main
 
 
 def _usage_error(capsys, argv) -> str:
@@ -126,7 +126,7 @@ def test_version():
 
 
 def test_crash_reason_is_the_exception_line(tmp_path):
-    from bidsapp.cli.run import crash_reason
+    from bidsapp.cli.progress import crash_reason
 
     crash = tmp_path / "sub-01" / "crash"
     crash.mkdir(parents=True)
