@@ -16,7 +16,7 @@ from pathlib import Path
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # no network at run time (nipype's version check)
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from bidsapp.cli.progress import Progress, crash_reason, crashes_of  # noqa: E402 (after the env)
+from bidsapp.cli.progress import Progress  # noqa: E402 (after the environment)
 from bidsapp.errors import UsageError  # noqa: E402
 from bidsapp.io import check_writable  # noqa: E402
 
@@ -208,8 +208,8 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
     from bidsapp.outputs import output_path
 
     log_dir = settings.output_dir / "logs"
-    crashes = {name: crash_reason(log_dir, name) for name, kind, _, _ in failures
-               if kind == "crash"}
+    crashed = {name: crash for name, kind, crash, _ in failures if kind == "crash"}
+    crashes = {name: crash.reason for name, crash in crashed.items()}
     explained: set[str] = set()
     problems = [f"{name}: {message}" for name, kind, message, _ in failures
                 if kind in ("dataset", "report")]
@@ -224,7 +224,7 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
             try:
                 record = json.loads(sidecar.read_text())
             except (OSError, ValueError):
-                causes = crashes_of(crashes, image.key, name)
+                causes = [c for c, crash in crashed.items() if crash.explains(image.key, name)]
                 explained.update(causes)
                 reason = "; ".join(dict.fromkeys(crashes[c] for c in causes)) or (
                     f"no result was written ({sidecar.name} missing)")

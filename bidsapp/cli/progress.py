@@ -1,38 +1,61 @@
 """Progress on the terminal while the workflow runs, and which crashed step explains a missing
-result."""
+result; both from what the nodes carry (:class:`bidsapp.workflows.steps.Step`, the crash the
+runner set on the node), never from node names or the runner's folders."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
+
+from bidsapp.workflows.steps import step_of
 
 LOGGER = logging.getLogger("bidsapp")
 
 
+@dataclass(frozen=True)
+class Crashed:
+    """A node that crashed; the runner sets its traceback on it after the status callback."""
+
+    node: Any
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def reason(self) -> str:
+        return crash_reason(getattr(self.node, "bidsapp_traceback", None))
+
+    def explains(self, image_key: str, defacer: str) -> bool:
+        """Whether this crash is why ``defacer``'s result of ``image_key`` is missing."""
+        step = step_of(self.node)
+        return step is not None and step.image == image_key and defacer in step.defacers
+
+
 class Progress:
-    """nipype status callback: what is running, done and failed, with the elapsed time."""
+    """nipype status callback: what is running, done and failed, with the elapsed time.
+
+    ``failures`` collects ``(name, "crash", Crashed, node folder)`` for each crashed node.
+    """
 
     def __init__(self, workflow):
         self.start = time.time()
-        graph = workflow._create_flat_graph()
-        self.total = sum(1 for node in graph.nodes() if hasattr(node, "bidsapp_label"))
+        nodes = (workflow.get_node(name) for name in workflow.list_node_names())
+        self.total = sum(1 for node in nodes if (step_of(node) or _NO_STEP).label)
         self.done = self.failed = 0
         self.running: set[str] = set()
         self.failures: list[tuple] = []
 
-    @staticmethod
-    def _label(node) -> str:
-        return getattr(node, "bidsapp_label", node.name)
-
     def __call__(self, node, status: str) -> None:
-        if not hasattr(node, "bidsapp_label"):  # sinks and list merges: report crashes only
+        step = step_of(node)
+        if step is None or step.label is None:  # sinks and list merges: report crashes only
             if status == "exception":
                 self._crashed(node)
             return
-        label = self._label(node)
+        label = step.label
         if status == "start":
             self.running.add(label)
             LOGGER.debug("[%s] started %s", self._clock(), label)
@@ -44,7 +67,7 @@ class Progress:
             LOGGER.error("[%s] FAILED %s: %s", self._clock(), label, reason)
         else:
             self.done += 1
-            record = self._record(node)
+            record = _record(node) if step.record else None
             if record and record.get("status") != "ok":
                 self.failed += 1
                 LOGGER.error("[%s] FAILED %s: %s", self._clock(), label, record.get("error"))
@@ -58,44 +81,38 @@ class Progress:
                     self.total, self.failed, len(self.running))
 
     def _crashed(self, node) -> str:
-        # nipype writes the crash file after this callback: the summary reads the reason
-        self.failures.append((node.name, "crash", None, str(Path(node.output_dir()))))
+        # nipype reports the crash after this callback: the summary reads the reason
+        self.failures.append((node.name, "crash", Crashed(node), str(node.output_dir())))
         return "see the summary at the end"
-
-    @staticmethod
-    def _record(node) -> dict | None:
-        if not node.name.startswith("deface_"):
-            return None
-        path = Path(node.output_dir()) / "run" / "record.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
 
     def _clock(self) -> str:
         seconds = int(time.time() - self.start)
         return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def crash_reason(log_dir: Path, node_name: str) -> str:
-    """The last line of the newest nipype crash file of ``node_name``: the error itself."""
-    crash_files = sorted(log_dir.glob(f"**/crash-*-{node_name}-*.txt"),
-                         key=lambda path: path.stat().st_mtime)
-    if not crash_files:
-        return "the step crashed"
+class _NoStep:
+    label = None
+
+
+_NO_STEP = _NoStep()
+
+
+def _record(node) -> dict | None:
+    """The defacer record a finished node returned (its ``record`` output), if any."""
     try:
-        lines = [line.strip() for line in crash_files[-1].read_text(errors="replace").splitlines()]
-    except OSError:
-        return "the step crashed"
+        record = node.result.outputs.record
+    except Exception:  # no result file, or no such output: nothing to show
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def crash_reason(traceback: str | None) -> str:
+    """The error line of a crashed step's traceback (the last ``...Error: ...`` line).
+
+    >>> crash_reason("Traceback:\\n  File 'x.py', line 1\\nOSError: disk full\\n")
+    'the step crashed: OSError: disk full'
+    """
+    lines = [line.strip() for line in (traceback or "").splitlines()]
     errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Died)\b", line)]
     errors = errors or [line for line in lines if line and not line.startswith(("File ", "^"))]
     return f"the step crashed: {errors[-1][:300]}" if errors else "the step crashed"
-
-
-def crashes_of(crashes: dict[str, str], image_key: str, defacer: str) -> list[str]:
-    """Crashed nodes behind a missing result: the image's own steps or this defacer's."""
-    from bidsapp.workflows.participant import node_name
-
-    image_part = node_name("", image_key)
-    return [name for name in crashes if name.endswith(image_part)
-            and (f"_{defacer}_" in name or name.startswith(("brainmask_", "coreg_")))]

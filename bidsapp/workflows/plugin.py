@@ -36,6 +36,14 @@ class ResilientMultiProcPlugin(MultiProcPlugin):
                               f"({type(exc).__name__}); rerun the same command to redo it\n"],
             }
 
+    def _report_crash(self, node, result=None):
+        """nipype's crash file, and the traceback kept on the node for the closing summary."""
+        crashfile = super()._report_crash(node, result=result)
+        traceback = (result or {}).get("traceback")
+        node.bidsapp_traceback = "".join(traceback) if isinstance(traceback, (list, tuple)) \
+            else str(traceback or "")
+        return crashfile
+
     def _submit_job(self, node, updatehash=False):
         if self._pool_broken:
             self.pool.shutdown(wait=False, cancel_futures=True)
