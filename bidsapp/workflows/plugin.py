@@ -37,12 +37,12 @@ class ResilientMultiProcPlugin(MultiProcPlugin):
             }
 
     def _report_crash(self, node, result=None):
-        """nipype's crash file, and the traceback kept on the node for the closing summary."""
-        crashfile = super()._report_crash(node, result=result)
+        """The traceback kept on the node for the closing summary (first: writing the crash
+        file may fail, e.g. on a full disk), then nipype's crash file."""
         traceback = (result or {}).get("traceback")
         node.bidsapp_traceback = "".join(traceback) if isinstance(traceback, (list, tuple)) \
             else str(traceback or "")
-        return crashfile
+        return super()._report_crash(node, result=result)
 
     def _submit_job(self, node, updatehash=False):
         if self._pool_broken:
