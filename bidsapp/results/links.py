@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bidsapp.bids import derivative_stem
+from bidsapp.bids import bids_stem, parse_name
 from bidsapp.results.records import subject_of
 
 
@@ -21,5 +21,8 @@ def figure_path(output_dir: Path, image: str, suffix: str, desc: str, kind: str)
     >>> figure_path(Path("out"), "sub-01_ses-a_T1w", "T1w", "quickshear", "render").as_posix()
     'out/sub-01/figures/sub-01_ses-a_mod-T1w_desc-quickshear_render.png'
     """
-    stem = derivative_stem(image, desc=desc, mod=True, suffix=kind)
+    parsed = parse_name(image)
+    if parsed is None:
+        raise ValueError(f"{image!r} is not a BIDS image key (sub-<label>_..._<suffix>)")
+    stem = bids_stem(parsed[0], kind, mod=suffix, desc=desc)
     return Path(output_dir) / f"sub-{subject_of(image)}" / "figures" / f"{stem}.png"
