@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bidsapp.bids import ANAT_SUFFIXES, parse_name
+from bidsapp.bids import ANAT_SUFFIXES, bids_stem, parse_name
 
 @dataclass(frozen=True)
 class Record:
@@ -106,7 +106,7 @@ def collect(output_dir: Path, subjects: Iterable[str] = ()) -> Collection:
                                   "rerun the participant level for this participant")
             continue
         desc = keys["desc"]
-        image = "_".join([f"{k}-{v}" for k, v in entities if k != "desc"] + [suffix])
+        image = bids_stem([(k, v) for k, v in entities if k != "desc"], suffix)
         record = Record(path, keys["sub"], keys.get("ses"), image, suffix,
                         None if desc == "original" else desc, data)
         (found.inputs if desc == "original" else found.results).append(record)
