@@ -5,7 +5,7 @@
 Writes ``rows`` defacer records (images x defacers, half T1w and half FLAIR, with brain, face,
 detection, downstream metrics and 68 IQMs and their changes in two modes each, in the layout
 of ``bidsapp.metrics.measure``, a few failures) and ratings into a temporary
-output folder, then times the pure steps (:func:`bidsapp.group.aggregate`,
+output folder, then times the pure steps (:func:`bidsapp.results.aggregate`,
 :func:`bidsapp.group.summarise`) and the whole group level (:func:`bidsapp.group.run_group`:
 TSVs, plots, HTML). No images: the gallery shows placeholders, as for participants whose report
 was not made.
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                         help="write the synthetic output folder here and keep it")
     args = parser.parse_args(argv)
 
-    from bidsapp import group
+    from bidsapp import group, results
     from bidsapp.settings import Settings
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bidsapp-bench-"))
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     try:
         count = write_results(root, args.rows, args.defacers)
         start = time.perf_counter()
-        table = group.aggregate(root)
+        table = results.aggregate(root)
         aggregated = time.perf_counter()
         summary = group.summarise(table)
         group.recommend(summary)

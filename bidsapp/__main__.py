@@ -2,7 +2,7 @@
 
 import sys
 
-from bidsapp.cli.run import main
+from bidsapp.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

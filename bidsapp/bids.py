@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,9 +231,45 @@ def _short(exc: Exception) -> str:
 
 # --- output names -------------------------------------------------------------------------
 
-def derivative_stem(image: AnatImage, *, desc: str | None = None, mod: bool = False,
+def bids_stem(entities: Iterable[tuple[str, str]], suffix: str, *, mod: str | None = None,
+              desc: str | None = None) -> str:
+    """A BIDS name without extension: entities, then ``mod-``, ``desc-`` and the suffix.
+
+    >>> bids_stem([("sub", "01"), ("acq", "mp")], "defacemask", mod="T1w", desc="quickshear")
+    'sub-01_acq-mp_mod-T1w_desc-quickshear_defacemask'
+    """
+    parts = [f"{k}-{v}" for k, v in entities]
+    if mod:
+        parts.append(f"mod-{mod}")
+    if desc:
+        parts.append(f"desc-{desc}")
+    parts.append(suffix)
+    return "_".join(parts)
+
+
+def parse_name(name: str) -> tuple[list[tuple[str, str]], str] | None:
+    """BIDS entities and suffix of a file name (the inverse of :func:`bids_stem`), or None when
+    it is not a BIDS name.
+
+    >>> parse_name("sub-01_acq-se_desc-quickshear_T1w.json")
+    ([('sub', '01'), ('acq', 'se'), ('desc', 'quickshear')], 'T1w')
+    """
+    stem = name.split(".", 1)[0]
+    parts = stem.split("_")
+    if len(parts) < 2 or not parts[0].startswith("sub-"):
+        return None
+    entities = []
+    for part in parts[:-1]:
+        key, sep, value = part.partition("-")
+        if not sep or not value:
+            return None
+        entities.append((key, value))
+    return entities, parts[-1]
+
+
+def derivative_stem(image: AnatImage | str, *, desc: str | None = None, mod: bool = False,
                     suffix: str | None = None) -> str:
-    """BIDS-derivatives stem for an output of ``image``.
+    """BIDS-derivatives stem for an output of ``image`` (an image, or its key).
 
     ``mod`` adds ``mod-<suffix>`` (used with masks so a T1w's and a FLAIR's never collide);
     ``suffix`` replaces the image's suffix.
@@ -240,16 +277,17 @@ def derivative_stem(image: AnatImage, *, desc: str | None = None, mod: bool = Fa
     >>> img = AnatImage(Path("x"), (("sub", "01"), ("acq", "mp")), "T1w")
     >>> derivative_stem(img, desc="quickshear")
     'sub-01_acq-mp_desc-quickshear_T1w'
-    >>> derivative_stem(img, desc="quickshear", mod=True, suffix="defacemask")
+    >>> derivative_stem("sub-01_acq-mp_T1w", desc="quickshear", mod=True, suffix="defacemask")
     'sub-01_acq-mp_mod-T1w_desc-quickshear_defacemask'
     """
-    parts = [f"{k}-{v}" for k, v in image.entities]
-    if mod:
-        parts.append(f"mod-{image.suffix}")
-    if desc:
-        parts.append(f"desc-{desc}")
-    parts.append(suffix or image.suffix)
-    return "_".join(parts)
+    if isinstance(image, str):
+        parsed = parse_name(image)
+        if parsed is None:
+            raise ValueError(f"{image!r} is not a BIDS image key (sub-<label>_..._<suffix>)")
+        entities, own = parsed
+    else:
+        entities, own = image.entities, image.suffix
+    return bids_stem(entities, suffix or own, mod=own if mod else None, desc=desc)
 
 
 def image_folder(image: AnatImage) -> Path:

@@ -160,3 +160,16 @@ def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         values = np.clip(np.rint(values), info.min, info.max)
     return values.astype(dtype)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail early, in one line, when ``folder`` cannot be created or written to."""
+    from bidsapp.errors import RunError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bidsapp-write-test-"):
+            pass
+    except OSError as exc:
+        raise RunError(f"{what} {folder} cannot be written ({exc.strerror or exc}); choose a "
+                       "writable folder or fix its permissions") from exc

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bidsapp.cli.parser import build_parser, parse_args
-from bidsapp.cli.run import main
+from bidsapp.cli.main import main
 
 
 def _usage_error(capsys, argv) -> str:
@@ -125,17 +125,28 @@ def test_version():
     assert out.startswith("bidsapp ")
 
 
-def test_crash_reason_is_the_exception_line(tmp_path):
-    from bidsapp.cli.run import crash_reason
+def test_crash_reason_is_the_exception_line():
+    from bidsapp.cli.progress import crash_reason
 
-    crash = tmp_path / "sub-01" / "crash"
-    crash.mkdir(parents=True)
-    (crash / "crash-20261126-1-root-ds_quickshear_sub_01_T1w-abc.txt").write_text(
-        "Node: ds_quickshear_sub_01_T1w\nTraceback:\n  File \"x.py\", line 1, in f\n"
-        "    os.replace(a, b)\nOSError: [Errno 28] No space left on device: '/out/x.nii.gz'\n"
-        "\nWhen creating this crashfile, the results file corresponding\n"
-        "to the node could not be found.\n")
-    reason = crash_reason(tmp_path, "ds_quickshear_sub_01_T1w")
+    traceback = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+                 "    os.replace(a, b)\n"
+                 "OSError: [Errno 28] No space left on device: '/out/x.nii.gz'\n")
+    reason = crash_reason(traceback)
     assert reason == ("the step crashed: OSError: [Errno 28] No space left on device: "
                       "'/out/x.nii.gz'")
-    assert crash_reason(tmp_path, "another_node") == "the step crashed"
+    assert crash_reason(None) == "the step crashed"
+
+
+def test_a_crash_is_attributed_from_the_step_its_node_carries():
+    from types import SimpleNamespace
+
+    from bidsapp.cli.progress import Crashed
+    from bidsapp.workflows.steps import Step
+
+    node = SimpleNamespace(name="anything", bidsapp_step=Step("sub-01_T1w", "brain mask",
+                                                              defacers=("a", "b")),
+                           bidsapp_traceback="WorkerDied: the worker was killed")
+    crash = Crashed(node)
+    assert crash.explains("sub-01_T1w", "b") and not crash.explains("sub-01_T2w", "b")
+    assert crash.reason == "the step crashed: WorkerDied: the worker was killed"
+    assert not Crashed(SimpleNamespace(name="merge")).explains("sub-01_T1w", "a")

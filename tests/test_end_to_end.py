@@ -50,11 +50,11 @@ def test_verdict_agrees_with_the_visual_ratings(faces_run, more_run):
     """The verdict of every rated result of the two runs against tests/data/visual_ratings.tsv."""
     import pandas as pd
 
-    from bidsapp import group
+    from bidsapp import results
 
     ratings = pd.read_csv(RATINGS, sep="\t", comment="#").rename(columns={"notes": "rating_notes"})
-    tables = [group.aggregate(faces_run["out"]).assign(dataset="ds-faces"),
-              group.aggregate(more_run["out"]).assign(dataset="ds-more")]
+    tables = [results.aggregate(faces_run["out"]).assign(dataset="ds-faces"),
+              results.aggregate(more_run["out"]).assign(dataset="ds-more")]
     table = pd.concat(tables).merge(ratings, on=["dataset", "image", "defacer"])
     assert len(table) >= 0.9 * len(ratings[ratings["defacer"].isin(NATIVE)])
     table["agrees"] = (table["verdict"] == "pass") == (table["rating"] == "pass")

@@ -15,7 +15,7 @@ import pytest
 
 from records import make_results, measured
 
-from bidsapp import group
+from bidsapp import group, results, verdicts
 from bidsapp.settings import Settings
 
 
@@ -35,7 +35,7 @@ def test_collect_separates_inputs_results_and_ignores_masks(tmp_path):
     make_results(tmp_path)
     _write_json(tmp_path / "sub-01/anat/sub-01_desc-quickshear_T1w_iqms.json", {"x": 1})
     _write_json(tmp_path / "sub-01/anat/sub-01_mod-T1w_desc-brain_mask.json", {"Type": "Brain"})
-    found = group.collect(tmp_path)
+    found = results.collect(tmp_path)
     assert sorted((r.image, r.defacer) for r in found.results) == [
         ("sub-01_T1w", "facemask"), ("sub-01_T1w", "quickshear"),
         ("sub-02_T1w", "facemask"), ("sub-02_T1w", "quickshear")]
@@ -45,7 +45,7 @@ def test_collect_separates_inputs_results_and_ignores_masks(tmp_path):
 
 def test_aggregate_flattens_every_metric_with_sessions(tmp_path):
     make_results(tmp_path, session="a", suffixes=("T1w", "T2w"))
-    table = group.aggregate(tmp_path)
+    table = results.aggregate(tmp_path)
     assert len(table) == 8
     assert set(table["session"]) == {"a"}
     assert set(table["image"]) == {"sub-01_ses-a_T1w", "sub-01_ses-a_T2w", "sub-02_ses-a_T1w",
@@ -57,7 +57,7 @@ def test_aggregate_flattens_every_metric_with_sessions(tmp_path):
         assert column in table, column
     assert "Sources" not in table and "Description" not in table
     assert (table["face_removed_pct"] == table["metrics.face_altered_pct"]).all()
-    assert (table["face_removed_pct"] > group.FACE_REMOVED_MIN_PCT).all()
+    assert (table["face_removed_pct"] > verdicts.FACE_REMOVED_MIN_PCT).all()
     assert (table["brain_voxels_altered"] == 0).all()
     assert (table["verdict"] == "pass").all()
 
@@ -65,7 +65,7 @@ def test_aggregate_flattens_every_metric_with_sessions(tmp_path):
 def test_unreadable_record_is_a_problem_not_a_crash(tmp_path):
     make_results(tmp_path)
     (tmp_path / "sub-01/anat/sub-01_desc-facemask_T1w.json").write_text("{not json")
-    found = group.collect(tmp_path)
+    found = results.collect(tmp_path)
     assert len(found.results) == 3
     assert "sub-01_desc-facemask_T1w.json: unreadable record" in found.problems[0]
 
@@ -76,20 +76,20 @@ def test_headlines_come_from_the_measured_record():
     """The layout bidsapp.metrics.measure writes: metrics.*, iqms.<mode>.delta.*, timings_s.*"""
     entry, _, altered = measured(7, 0.92)
     record = {"status": "ok", "wall_time_s": 3.0, **json.loads(entry)}
-    table = group.add_verdicts(pd.DataFrame([group.flatten(record)]))
+    table = results.add_verdicts(pd.DataFrame([results.flatten(record)]))
     row = table.iloc[0]
     assert row["brain_voxels_altered"] == 7
     assert row["face_removed_pct"] == record["metrics"]["face_altered_pct"] > 80
     assert row["face_detected"] == 0
     assert row["verdict"] == "fail" and "7 brain voxel(s) altered" in row["verdict_reason"]
-    assert "iqms.original_masks.delta.cnr" in group.iqm_difference_columns(table)
-    assert "iqms.recomputed_masks.delta.cnr" in group.iqm_difference_columns(table)
-    metrics = group.metric_columns(table)
+    assert "iqms.original_masks.delta.cnr" in results.iqm_difference_columns(table)
+    assert "iqms.recomputed_masks.delta.cnr" in results.iqm_difference_columns(table)
+    metrics = results.metric_columns(table)
     assert "metrics.nose_tip_removed" in metrics and "timings_s.face" not in metrics
 
 
 def test_a_record_without_metrics_has_no_headlines():
-    table = group.add_verdicts(pd.DataFrame([group.flatten({"status": "ok", "other": 1})]))
+    table = results.add_verdicts(pd.DataFrame([results.flatten({"status": "ok", "other": 1})]))
     assert math.isnan(table["face_removed_pct"].iloc[0])
     assert table["verdict"].iloc[0] == "n/a"
 
@@ -104,18 +104,18 @@ def test_verdicts():
         {"status": "ok", brain: 9},
         {"status": "failed"},
     ])
-    out = group.add_verdicts(table)
+    out = results.add_verdicts(table)
     assert list(out["verdict"]) == ["pass", "fail", "fail", "n/a", "fail", "fail"]
     assert "3 brain voxel(s) altered" in out["verdict_reason"][1]
-    assert f"30% of the face removed (< {group.FACE_REMOVED_MIN_PCT:g}%)" in out["verdict_reason"][2]
+    assert f"30% of the face removed (< {verdicts.FACE_REMOVED_MIN_PCT:g}%)" in out["verdict_reason"][2]
     assert out["verdict_reason"][3] == "metric(s) missing: face removed"
 
 
 def test_threshold_is_a_parameter():
     table = pd.DataFrame([{"status": "ok", "metrics.brain_changed_voxels": 0,
                            "metrics.face_altered_pct": 35.0}])
-    assert group.add_verdicts(table)["verdict"][0] == "fail"
-    assert group.add_verdicts(table, threshold=30)["verdict"][0] == "pass"
+    assert results.add_verdicts(table)["verdict"][0] == "fail"
+    assert results.add_verdicts(table, threshold=30)["verdict"][0] == "pass"
 
 
 # --- summary and recommendation ---
@@ -125,7 +125,7 @@ def test_summary_and_recommendation(tmp_path):
                  defacers=("quickshear", "deepdefacer", "facemask"),
                  values={("02", "quickshear"): (0, 0.25), ("03", "deepdefacer"): (40, 0.97)},
                  fail=[("01", "facemask")])
-    table = group.aggregate(tmp_path)
+    table = results.aggregate(tmp_path)
     summary = group.summarise(table)
     rows = summary.set_index("defacer")
     low = table[(table["subject"] == "02") & (table["defacer"] == "quickshear")]
@@ -146,7 +146,7 @@ def test_summary_and_recommendation(tmp_path):
 def test_recommendation_needs_every_image(tmp_path):
     make_results(tmp_path, subjects=("01", "02"), defacers=("quickshear", "facemask"))
     make_results(tmp_path, subjects=("03",), defacers=("quickshear",))  # facemask not run
-    summary = group.summarise(group.aggregate(tmp_path))
+    summary = group.summarise(results.aggregate(tmp_path))
     assert group.recommend(summary) == {"T1w": ["quickshear"], "all": ["quickshear"]}
     facemask = summary.set_index("defacer").loc["facemask"]
     assert facemask["n_images"] == 2 and facemask["n_images_of_suffix"] == 3
@@ -155,14 +155,14 @@ def test_recommendation_needs_every_image(tmp_path):
 def test_recommendation_per_suffix(tmp_path):
     make_results(tmp_path, suffixes=("T1w", "FLAIR"),
                  values={("01", "facemask", "T1w"): (0, 0.1)})
-    rec = group.recommend(group.summarise(group.aggregate(tmp_path)))
+    rec = group.recommend(group.summarise(results.aggregate(tmp_path)))
     assert rec == {"FLAIR": ["quickshear", "facemask"], "T1w": ["quickshear"],
                    "all": ["quickshear"]}
 
 
 def test_summary_without_metrics_recommends_nothing(tmp_path):
     make_results(tmp_path, metrics=False)
-    table = group.aggregate(tmp_path)
+    table = results.aggregate(tmp_path)
     assert (table["verdict"] == "n/a").all()
     summary = group.summarise(table)
     assert (summary["n_unknown"] == 2).all() and not summary["recommended"].any()
@@ -185,7 +185,7 @@ def test_ratings_json_and_tsv_are_merged_latest_wins(tmp_path):
     ratings, problems = group.read_ratings(folder)
     assert problems == [] and len(ratings) == 3
     assert set(ratings["rater"]) == {"AB", "CD"}
-    table, unmatched = group.merge_ratings(group.aggregate(tmp_path), ratings)
+    table, unmatched = group.merge_ratings(results.aggregate(tmp_path), ratings)
     assert unmatched == 1
     row = table[(table["image"] == "sub-01_T1w") & (table["defacer"] == "facemask")].iloc[0]
     assert (row["rating"], row["rating_notes"], row["rater"]) == ("brain-cut", "cerebellum",
@@ -248,7 +248,7 @@ def test_run_group_with_different_defacer_sets(tmp_path):
 
 
 def test_run_group_on_an_empty_output_dir_is_a_usage_error(tmp_path):
-    from bidsapp.cli.run import UsageError
+    from bidsapp.errors import UsageError
 
     with pytest.raises(UsageError, match="no participant results in .*run the participant level"):
         group.run_group(settings_for(tmp_path))
@@ -265,7 +265,7 @@ def test_run_group_returns_1_when_a_file_is_unreadable(tmp_path):
 
 
 def test_cli_group_level_exit_codes(tmp_path, capsys):
-    from bidsapp.cli.run import main
+    from bidsapp.cli.main import main
 
     bids = tmp_path / "bids"
     bids.mkdir()
@@ -296,7 +296,7 @@ def attacked(root: Path, probes: dict[tuple[str, str], dict]) -> pd.DataFrame:
 
     from bidsapp.identification import GalleryImage, Probe, attack_table
 
-    found = group.collect(root)
+    found = results.collect(root)
     gallery = [GalleryImage(r.image, r.subject, {"f": np.array([float(i)])})
                for i, r in enumerate(sorted(found.inputs, key=lambda r: r.image))]
     subjects = {r.image: (r.subject, r.suffix) for r in found.inputs}
@@ -320,9 +320,9 @@ def test_read_group_results_reads_identification_and_n_a(tmp_path):
     table = attacked(root, {("sub-01_T1w", "quickshear"): {"own": {"f": [1.05]}, "box": {}},
                             ("sub-02_T1w", "quickshear"): {"own": {"f": [2.0]},
                                                            "box": {"f": [2.0]}}})
-    group.write_group_outputs(root, group.collect(root), identification=table)
-    results = group.read_group_results(root)
-    hit = results[("sub-01_T1w", "quickshear")]
+    group.write_group_outputs(root, results.collect(root), identification=table)
+    found = results.read_group_results(root)
+    hit = found[("sub-01_T1w", "quickshear")]
     assert hit["verdict"] == "fail" and "re-identified" in hit["reason"]
     own = hit["identification"]["own"]
     assert own["rank"] == 1 and own["n_candidates"] == 2 and own["reidentified"] is True
@@ -331,13 +331,13 @@ def test_read_group_results_reads_identification_and_n_a(tmp_path):
     box = hit["identification"]["box"]  # no descriptor: "n/a" in the table, None here
     assert box["rank"] is None and box["distance"] is None and box["reidentified"] is None
     assert hit["identification"]["reidentified"] is True
-    alone = results[("sub-02_T1w", "quickshear")]["identification"]["own"]
+    alone = found[("sub-02_T1w", "quickshear")]["identification"]["own"]
     assert alone["rank"] is None and alone["same_scan_distance"] == 0  # no other image
-    assert results[("sub-01_T1w", "facemask")]["identification"] is None  # not attacked
-    assert results[("sub-01_T1w", "facemask")]["verdict"] == "pass"
-    assert group.read_verdicts(root) == {k: (v["verdict"], v["reason"])
-                                         for k, v in results.items()}
-    assert len(results) == 6  # 3 images x 2 defacers; the rates table is not read as results
+    assert found[("sub-01_T1w", "facemask")]["identification"] is None  # not attacked
+    assert found[("sub-01_T1w", "facemask")]["verdict"] == "pass"
+    assert results.read_verdicts(root) == {k: (v["verdict"], v["reason"])
+                                           for k, v in found.items()}
+    assert len(found) == 6  # 3 images x 2 defacers; the rates table is not read as results
 
 
 def test_run_group_rewrites_the_participant_reports(tmp_path):

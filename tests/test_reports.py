@@ -14,7 +14,8 @@ from records import affine as _affine
 from records import make_results, synthetic_head
 
 from bidsapp.reports import format_number, plots
-from bidsapp.reports.participant import build_context, figure_path, write_participant_report
+from bidsapp.reports.participant import build_context, write_participant_report
+from bidsapp.results import figure_path
 
 
 def _psr(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,12 +269,12 @@ def test_report_before_the_group_level_says_identification_not_run(output):
 def test_report_shows_the_group_verdict_and_the_identification(tmp_path):
     from test_group import attacked, two_participants
 
-    from bidsapp import group
+    from bidsapp import group, results
 
     root = two_participants(tmp_path / "out")
     table = attacked(root, {("sub-01_T1w", "quickshear"): {"own": {"f": [1.05]}, "box": {}},
                             ("sub-02_T1w", "quickshear"): {"own": {"f": [2.0]}, "box": {}}})
-    group.write_group_outputs(root, group.collect(root), identification=table)
+    group.write_group_outputs(root, results.collect(root), identification=table)
     context = build_context(root, "01", figures=False)
     assert context["from_group"]
     t1w = context["images"][0]

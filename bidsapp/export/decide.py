@@ -21,6 +21,7 @@ from bidsapp.bids import AnatImage
 from bidsapp.export.paths import inside, relative
 from bidsapp.export.report import ImageDecision
 from bidsapp.outputs import output_path
+from bidsapp.results.records import defacers_run
 
 LOGGER = logging.getLogger("bidsapp.export")
 
@@ -48,9 +49,7 @@ def check_request(bids_dir: Path, output_dir: Path, export_dir: Path, defacer: s
     if export_dir.exists() and (not export_dir.is_dir() or any(export_dir.iterdir())):
         raise ExportError(f"export dir {export_dir} exists and is not an empty folder; "
                           "choose a new folder (an export never overwrites anything)")
-    found = {m.group(1) for path in output_dir.glob("sub-*/**/anat/*_desc-*.json")
-             if (m := re.search(r"_desc-([A-Za-z0-9]+)_[A-Za-z0-9]+\.json$", path.name))}
-    found -= {"original", "brain"}
+    found = defacers_run(output_dir)
     if defacer not in found:
         have = ", ".join(sorted(found)) or "none"
         raise ExportError(f"output_dir {output_dir} holds no results of defacer {defacer!r} "

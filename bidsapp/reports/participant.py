@@ -24,9 +24,18 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from bidsapp import group
-from bidsapp.io import atomic_path
-from bidsapp.reports import asset, bidsapp_version, data_uri, format_number, render_template
+from bidsapp.bids import derivative_stem
+from bidsapp.reports import asset, bidsapp_version, format_number, render_template
+from bidsapp.reports.participant_figures import (
+    Figures, Framing, cameras, detection_builder, mosaic_builder, render_builder,
+)
+from bidsapp.results.group_tables import RATINGS, RATINGS_DIR, read_group_results
+from bidsapp.results.links import anchor, figure_path
+from bidsapp.results.records import collect, defacer_order, image_order
+from bidsapp.results.tables import (
+    add_verdicts, iqm_difference_columns, is_iqm, metric_columns, rows,
+)
+from bidsapp.verdicts import FACE_REMOVED_MIN_PCT
 
 LOGGER = logging.getLogger("bidsapp")
 
@@ -35,36 +44,13 @@ PROVENANCE = ("title", "version", "kind", "mode", "command", "parameters", "opti
               "seed", "threads", "notes")
 
 
-def figure_path(output_dir: Path, image: str, suffix: str, desc: str, kind: str) -> Path:
-    """Where a report figure lives: ``sub-X/figures/<entities>_mod-<suffix>_desc-<desc>_<kind>.png``.
-
-    >>> figure_path(Path("out"), "sub-01_ses-a_T1w", "T1w", "quickshear", "render").as_posix()
-    'out/sub-01/figures/sub-01_ses-a_mod-T1w_desc-quickshear_render.png'
-    """
-    entities = image[: -(len(suffix) + 1)]
-    subject = group.subject_of(image)
-    return Path(output_dir) / f"sub-{subject}" / "figures" / \
-        f"{entities}_mod-{suffix}_desc-{desc}_{kind}.png"
-
-
 def dataset_id(output_dir: Path) -> str:
     """A short, stable identifier of the output folder: ratings are stored in the browser under it."""
     return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:12]
 
 
-def anchor(image: str, defacer: str | None = None) -> str:
-    return image if defacer is None else f"{image}--{defacer}"
-
-
-def _stale(target: Path, sources: list[Path]) -> bool:
-    if not target.is_file():
-        return True
-    newest = max((p.stat().st_mtime for p in sources if p.is_file()), default=0.0)
-    return target.stat().st_mtime < newest
-
-
-def _sibling(record_path: Path, entities: str, suffix: str, desc: str, kind: str) -> Path:
-    return record_path.parent / f"{entities}_mod-{suffix}_desc-{desc}_{kind}.nii.gz"
+def _sibling(record_path: Path, key: str, desc: str, kind: str) -> Path:
+    return record_path.parent / f"{derivative_stem(key, desc=desc, mod=True, suffix=kind)}.nii.gz"
 
 
 def _original_image(output_dir: Path, record: dict[str, Any], bids_dir: Path | None
@@ -87,100 +73,6 @@ def _original_image(output_dir: Path, record: dict[str, Any], bids_dir: Path | N
         if (root / relative).is_file():
             return root / relative
     return None
-
-
-class _Figures:
-    """Makes (or reuses, when newer than their inputs) the figures of one participant."""
-
-    def __init__(self, output_dir: Path):
-        self.output_dir = output_dir
-        self.errors: list[dict[str, str]] = []
-
-    def make(self, target: Path, sources: list[Path], build, what: str) -> str | None:
-        """Data URI of ``target``, building it first when missing or stale; None on failure."""
-        try:
-            if _stale(target, sources):
-                with atomic_path(target) as partial:  # a killed run leaves no broken figure
-                    build(partial)
-            return data_uri(target)
-        except Exception as exc:  # a figure must never break the report
-            LOGGER.warning("report figure %s failed: %s", target.name, exc)
-            self.errors.append({"where": what, "error": f"figure not made: {exc}",
-                                "log": None})
-            return None
-
-
-def _cameras(brain: Path | None):
-    from bidsapp.reports import plots
-
-    if brain is None or not brain.is_file():
-        return None
-    try:
-        return plots.brain_cameras(brain)
-    except Exception as exc:
-        LOGGER.debug("no cameras from %s: %s", brain, exc)
-        return None
-
-
-def _render_builder(image: Path, brain: Path | None, cams):
-    from bidsapp.reports import plots
-
-    def build(target: Path) -> None:
-        mesh = plots.head_mesh(image, brain if brain is not None and brain.is_file() else None)
-        plots.plot_renders(mesh, target, camera_by_view=cams or plots.cameras([mesh]))
-    return build
-
-
-def _mosaic_builder(image: Path, altered: Path | None, brain: Path | None):
-    from bidsapp.reports import plots
-
-    def build(target: Path) -> None:
-        plots.plot_mosaic(image, altered if altered is not None and altered.is_file() else None,
-                          brain if brain is not None and brain.is_file() else None, target)
-    return build
-
-
-class _Framing:
-    """The face-framed cameras of one original, derived once per report (on first use)."""
-
-    def __init__(self, original: Path | None, brain: Path | None):
-        self.original, self.brain = original, brain
-        self._framed = None
-
-    def get(self):
-        if self._framed is None:
-            import nibabel as nib
-            import numpy as np
-
-            from bidsapp.metrics.reference import face_framing
-
-            if self.original is None or self.brain is None:
-                raise FileNotFoundError("the original image or its brain mask is not found "
-                                        "(pass bids_dir)")
-            mask = np.asanyarray(nib.load(str(self.brain)).dataobj) > 0
-            reference, _, cameras = face_framing(nib.load(str(self.original)), mask)
-            self._framed = reference, cameras
-        return self._framed
-
-
-def _detection_builder(framing: _Framing, defaced: Path, view: str, box):
-    """The detector's render of the defaced head from ``view``, with its box drawn.
-
-    The camera is re-derived from the original (its framing on the face), as the participant
-    level derived it; only the defaced head is rendered, never the original.
-    """
-    def build(target: Path) -> None:
-        import nibabel as nib
-
-        from bidsapp.metrics.reference import defaced_render
-        from bidsapp.reports import plots
-
-        reference, cameras = framing.get()
-        if view not in cameras:
-            raise ValueError(f"view {view} is not one of the original's views")
-        rendered = defaced_render(reference, nib.load(str(defaced)), cameras[view])
-        plots.plot_detection(rendered.image, box, target)
-    return build
 
 
 def _distance(value) -> str:
@@ -286,13 +178,13 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
                   bids_dir: Path | None = None, figures: bool = True) -> dict[str, Any]:
     """Everything the template shows about one participant (figures made on the way)."""
     output_dir = Path(output_dir)
-    found = group.collect(output_dir, [subject])
-    table = group.add_verdicts(group.rows(found.results))
+    found = collect(output_dir, [subject])
+    table = add_verdicts(rows(found.results))
     inputs = {r.image: r for r in found.inputs}
     errors: list[dict[str, str | None]] = [
         {"where": p.split(":")[0], "error": p, "log": None} for p in found.problems]
     try:
-        from_group = group.read_group_results(output_dir)
+        from_group = read_group_results(output_dir)
     except Exception as exc:  # a broken group table must not break the report
         from_group = {}
         errors.append({"where": "group tables", "error": f"not read: {exc}", "log": None})
@@ -300,15 +192,15 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
     results = {}
     for record in found.results:
         results.setdefault(record.image, {})[record.defacer] = record
-    maker = _Figures(output_dir)
+    maker = Figures(output_dir)
     images = []
-    keys = group.image_order([(r.image, r.suffix) for r in found.inputs + found.results])
-    metric_cols = [c for c in group.metric_columns(table) if not group.is_iqm(c)]
-    iqm_cols = group.iqm_difference_columns(table)
+    keys = image_order([(r.image, r.suffix) for r in found.inputs + found.results])
+    metric_cols = [c for c in metric_columns(table) if not is_iqm(c)]
+    iqm_cols = iqm_difference_columns(table)
     for key in keys:
         source = inputs.get(key)
         mine = table[table["image"] == key]
-        order = group.defacer_order(mine["defacer"])
+        order = defacer_order(mine["defacer"])
         mine = mine.set_index("defacer").loc[order].reset_index()
         has_other = bool(seen - {key})
         verdicts = []
@@ -323,13 +215,11 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
             "stale" if stale else "not run" if e is None or e["identification"] is None
             else format_number(e["identification"]["reidentified"]) for e, stale in verdicts]
         suffix = source.suffix if source else mine["suffix"].iloc[0]
-        entities = key[: -(len(suffix) + 1)]
         first = source or next(iter(results[key].values()))
         brain = (output_dir / source.data["brain_mask"]) if source and \
-            source.data.get("brain_mask") else _sibling(first.path, entities, suffix, "brain",
-                                                        "mask")
+            source.data.get("brain_mask") else _sibling(first.path, key, "brain", "mask")
         brain = brain if brain.is_file() else None
-        cams = _cameras(brain) if figures else None
+        cams = cameras(brain) if figures else None
         entry: dict[str, Any] = {
             "key": key, "suffix": suffix, "anchor": anchor(key),
             "input": _input_facts(source, output_dir), "results": [],
@@ -348,19 +238,19 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
                 entry["original"] = {
                     "render": maker.make(figure_path(output_dir, key, suffix, "original",
                                                      "render"), deps,
-                                         _render_builder(original, brain, cams),
+                                         render_builder(original, brain, cams),
                                          f"{key} original render"),
                     "mosaic": maker.make(figure_path(output_dir, key, suffix, "original",
                                                      "mosaic"), deps,
-                                         _mosaic_builder(original, None, brain),
+                                         mosaic_builder(original, None, brain),
                                          f"{key} original mosaic"),
                 }
-        framing = _Framing(_original_image(output_dir, source.data, bids_dir)
-                           if source is not None else None, brain)
+        framing = Framing(_original_image(output_dir, source.data, bids_dir)
+                          if source is not None else None, brain)
         for i, row in mine.iterrows():
             name = row["defacer"]
             record = results[key][name]
-            card = _result_card(output_dir, record, row, entities, suffix, brain, cams, maker,
+            card = _result_card(output_dir, record, row, suffix, brain, cams, maker,
                                 figures)
             done, stale = verdicts[i]
             card["verdict_source"] = row["verdict_source"]
@@ -374,7 +264,7 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
                 detector["figure"] = maker.make(
                     figure_path(output_dir, key, suffix, name, "detection"),
                     [framing.original, defaced, record.path] + ([brain] if brain else []),
-                    _detection_builder(framing, defaced, detector["view"], detector["box"]),
+                    detection_builder(framing, defaced, detector["view"], detector["box"]),
                     f"{key} / {name} detector's view")
             entry["results"].append(card)
             if record.data.get("status") != "ok":
@@ -390,13 +280,13 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
         "title": f"sub-{subject}: defacing report", "subject": subject,
         "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "version": bidsapp_version(output_dir), "show_faces": show_faces,
-        "threshold": group.FACE_REMOVED_MIN_PCT, "ratings": group.RATINGS,
+        "threshold": FACE_REMOVED_MIN_PCT, "ratings": RATINGS,
         "from_group": any(c["verdict_source"] == "group" for i in images
                           for c in i["results"]),
-        "ratings_dir": group.RATINGS_DIR, "images": images, "errors": errors,
+        "ratings_dir": RATINGS_DIR, "images": images, "errors": errors,
         "crash_files": _crash_files(output_dir, subject),
         "meta": {"dataset": dataset_id(output_dir), "subject": subject,
-                 "dataset_name": output_dir.name, "ratings": list(group.RATINGS)},
+                 "dataset_name": output_dir.name, "ratings": list(RATINGS)},
     }
 
 
@@ -418,11 +308,11 @@ def _input_facts(source, output_dir: Path) -> list[tuple[str, str]]:
     return facts
 
 
-def _result_card(output_dir, record, row, entities, suffix, brain, cams, maker, figures):
+def _result_card(output_dir, record, row, suffix, brain, cams, maker, figures):
     name, data = record.defacer, record.data
     key = record.image
     defaced = record.path.with_name(record.path.name[: -len(".json")] + ".nii.gz")
-    altered = _sibling(record.path, entities, suffix, name, "defacemask")
+    altered = _sibling(record.path, key, name, "defacemask")
     ok = data.get("status") == "ok" and defaced.is_file()
     log = data.get("log")
     card = {
@@ -440,10 +330,10 @@ def _result_card(output_dir, record, row, entities, suffix, brain, cams, maker, 
     if ok and figures:
         deps = [defaced, altered] + ([brain] if brain else [])
         card["mosaic"] = maker.make(figure_path(output_dir, key, suffix, name, "mosaic"), deps,
-                                    _mosaic_builder(defaced, altered, brain),
+                                    mosaic_builder(defaced, altered, brain),
                                     f"{key} / {name} mosaic")
         card["render"] = maker.make(figure_path(output_dir, key, suffix, name, "render"), deps,
-                                    _render_builder(defaced, brain, cams),
+                                    render_builder(defaced, brain, cams),
                                     f"{key} / {name} render")
     return card
 

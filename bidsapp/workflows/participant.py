@@ -19,6 +19,7 @@ from nipype.pipeline import engine as pe
 
 from bidsapp.bids import AnatImage
 from bidsapp.settings import Settings
+from bidsapp.workflows.steps import Step, tag
 from bidsapp.workflows.interfaces import (
     BrainMask, Coregister, Deface, DerivativesSink, Measure, MeasurementsSink,
 )
@@ -95,7 +96,8 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                             name=node_name("coreg", key), n_procs=threads, mem_gb=1.0)
             workflow.connect(ref_node, ref_field, coreg, "t1w_brain_mask")
             mask_node, mask_field = coreg, "out_mask"
-        mask_node.bidsapp_label = f"{'brain mask' if coreg is None else 'coregistration'} {key}"
+        tag(mask_node, Step(key, f"{'brain mask' if coreg is None else 'coregistration'} {key}",
+                            defacers=tuple(defacers)))
         masks[key] = (mask_node, mask_field)
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
         measure = None
@@ -103,7 +105,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
             measure = pe.Node(Measure(in_file=input_of(image), defacers=list(defacers),
                                       seed=settings.seed, threads=threads),
                               name=node_name("measure", key), n_procs=threads, mem_gb=4.0)
-            measure.bidsapp_label = f"metrics {key}"
+            tag(measure, Step(key, f"metrics {key}"))
             merge_records = pe.Node(niu.Merge(len(defacers)), name=node_name("records", key))
             merge_dirs = pe.Node(niu.Merge(len(defacers)), name=node_name("results", key))
             sink_metrics = pe.Node(MeasurementsSink(image=image.to_json(),
@@ -126,7 +128,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                        threads=threads, options=options),
                 name=node_name("deface", name_, key), n_procs=threads,
                 mem_gb=getattr(defacer, "mem_gb", 2.0))
-            deface.bidsapp_label = f"{name_} on {key}"
+            tag(deface, Step(key, f"{name_} on {key}", defacers=(name_,), record=True))
             workflow.connect(mask_node, mask_field, deface, "brain_mask")
             if coreg is not None:
                 source = deface_nodes[(name_, plan.reference.key)]
@@ -137,6 +139,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
             deface_nodes[(name_, key)] = deface
             sink = pe.Node(DerivativesSink(image=image.to_json(), defacer=name_, **common),
                            name=node_name("ds", name_, key), overwrite=True)
+            tag(sink, Step(key, defacers=(name_,)))
             workflow.connect([(deface, sink, [("record", "record"),
                                               ("result_dir", "result_dir")])])
             if measure is not None:

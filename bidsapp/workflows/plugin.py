@@ -36,6 +36,14 @@ class ResilientMultiProcPlugin(MultiProcPlugin):
                               f"({type(exc).__name__}); rerun the same command to redo it\n"],
             }
 
+    def _report_crash(self, node, result=None):
+        """The traceback kept on the node for the closing summary (first: writing the crash
+        file may fail, e.g. on a full disk), then nipype's crash file."""
+        traceback = (result or {}).get("traceback")
+        node.bidsapp_traceback = "".join(traceback) if isinstance(traceback, (list, tuple)) \
+            else str(traceback or "")
+        return super()._report_crash(node, result=result)
+
     def _submit_job(self, node, updatehash=False):
         if self._pool_broken:
             self.pool.shutdown(wait=False, cancel_futures=True)

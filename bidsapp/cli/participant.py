@@ -1,11 +1,14 @@
-"""``bidsapp`` entry point: ``main(argv) -> exit code`` (0 all good, 1 a failure, 2 usage)."""
+"""The participant level: check the inputs, run one nipype workflow holding a sub-workflow per
+participant, draw the reports, read back what was written and print the closing summary.
+
+Returns the exit code (0 all good, 1 a failure); raises :class:`bidsapp.errors.UsageError`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -13,115 +16,11 @@ from pathlib import Path
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # no network at run time (nipype's version check)
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+from bidsapp.cli.progress import Progress  # noqa: E402 (after the environment)
+from bidsapp.errors import UsageError  # noqa: E402
+from bidsapp.io import check_writable  # noqa: E402
+
 LOGGER = logging.getLogger("bidsapp")
-
-
-class UsageError(Exception):
-    """A problem with what the user asked for, reported in one line with exit code 2."""
-
-
-class RunError(Exception):
-    """The run cannot go on (e.g. the output folder cannot be written): one line, exit code 1."""
-
-
-def main(argv: list[str] | None = None) -> int:
-    from bidsapp.cli.parser import parse_args
-
-    settings = parse_args(argv)
-    _setup_console(settings.verbosity)
-    try:
-        if settings.analysis_level == "participant":
-            return run_participant(settings)
-        return run_group_level(settings)
-    except UsageError as exc:
-        print(f"bidsapp: error: {exc}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"bidsapp: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # e.g. the disk filled up while writing outside a workflow step
-        if settings.verbosity >= 2:
-            raise
-        print(f"bidsapp: error: {_os_error(exc)}; rerun the same command to resume once it is "
-              "fixed", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bidsapp: interrupted; rerun the same command with the same work dir to resume",
-              file=sys.stderr)
-        return 130
-
-
-def _os_error(exc: OSError) -> str:
-    """``[Errno 28] No space left on device: 'x'`` as ``x: No space left on device``."""
-    where = exc.filename or "a file"
-    return f"{where}: {exc.strerror or exc}"
-
-
-def check_writable(folder: Path, what: str) -> None:
-    """Fail early, in one line, when ``folder`` cannot be created or written to."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bidsapp-write-test-"):
-            pass
-    except OSError as exc:
-        raise RunError(f"{what} {folder} cannot be written ({exc.strerror or exc}); choose a "
-                       "writable folder or fix its permissions") from exc
-
-
-def run_group_level(settings) -> int:
-    """Compare the defacers across participants; then export a shareable copy if asked."""
-    from bidsapp.group import run_group
-
-    check_writable(settings.output_dir, "output_dir")
-
-    code = run_group(settings)
-    if settings.export_dir is not None:
-        code = max(code, run_export(settings))
-    return code
-
-
-def run_export(settings) -> int:
-    from bidsapp.export import ExportError, export_dataset
-    from bidsapp.group import read_verdicts
-
-    defacer = settings.export_defacer or _only_defacer_run(settings.output_dir)
-    try:
-        report = export_dataset(settings.bids_dir, settings.output_dir, settings.export_dir,
-                                defacer, force=settings.export_force,
-                                include_defacemask=settings.export_defacemask,
-                                extra_fields=settings.scrub_fields,
-                                keep_fields=settings.keep_fields,
-                                hardlink=not settings.export_copy,
-                                verdicts=read_verdicts(settings.output_dir))
-    except ExportError as exc:
-        raise UsageError(str(exc)) from exc
-    LOGGER.info(report.summary())
-    return report.exit_code
-
-
-def _only_defacer_run(output_dir: Path) -> str:
-
-    names = {m.group(1) for p in output_dir.glob("sub-*/**/anat/*_desc-*_defacemask.nii.gz")
-             if (m := re.search(r"_desc-([A-Za-z0-9]+)_defacemask", p.name))}
-    from bidsapp.defacers import DEFAULT_DEFACER
-
-    if len(names) > 1 and DEFAULT_DEFACER in names:
-        return DEFAULT_DEFACER
-    if len(names) != 1:
-        raise UsageError("choose the defacer to export with --export-defacer NAME (found: "
-                         f"{', '.join(sorted(names)) or 'no results'} in {output_dir})")
-    return names.pop()
-
-
-def _setup_console(verbosity: int) -> None:
-    level = logging.INFO - 10 * verbosity
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    LOGGER.handlers[:] = [handler]
-    LOGGER.setLevel(max(logging.DEBUG, min(logging.ERROR, level)))
-    LOGGER.propagate = False
 
 
 def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
@@ -304,93 +203,13 @@ def _run_workflow(settings, images, records) -> list[tuple]:
     return progress.failures
 
 
-class Progress:
-    """nipype status callback: what is running, done and failed, with the elapsed time."""
-
-    def __init__(self, workflow):
-        self.start = time.time()
-        graph = workflow._create_flat_graph()
-        self.total = sum(1 for node in graph.nodes() if hasattr(node, "bidsapp_label"))
-        self.done = self.failed = 0
-        self.running: set[str] = set()
-        self.failures: list[tuple] = []
-
-    @staticmethod
-    def _label(node) -> str:
-        return getattr(node, "bidsapp_label", node.name)
-
-    def __call__(self, node, status: str) -> None:
-        if not hasattr(node, "bidsapp_label"):  # sinks and list merges: report crashes only
-            if status == "exception":
-                self._crashed(node)
-            return
-        label = self._label(node)
-        if status == "start":
-            self.running.add(label)
-            LOGGER.debug("[%s] started %s", self._clock(), label)
-            return
-        self.running.discard(label)
-        if status == "exception":
-            self.failed += 1
-            reason = self._crashed(node)
-            LOGGER.error("[%s] FAILED %s: %s", self._clock(), label, reason)
-        else:
-            self.done += 1
-            record = self._record(node)
-            if record and record.get("status") != "ok":
-                self.failed += 1
-                LOGGER.error("[%s] FAILED %s: %s", self._clock(), label, record.get("error"))
-            else:
-                extra = ""
-                if record:
-                    extra = f" ({record.get('wall_time_s', 0):.1f} s, " \
-                            f"{record.get('peak_rss_mb', 0):.0f} MB)"
-                LOGGER.info("[%s] done %s%s", self._clock(), label, extra)
-        LOGGER.info("[%s] %d/%d done, %d failed, %d running", self._clock(), self.done,
-                    self.total, self.failed, len(self.running))
-
-    def _crashed(self, node) -> str:
-        # nipype writes the crash file after this callback: the summary reads the reason
-        self.failures.append((node.name, "crash", None, str(Path(node.output_dir()))))
-        return "see the summary at the end"
-
-    @staticmethod
-    def _record(node) -> dict | None:
-        if not node.name.startswith("deface_"):
-            return None
-        path = Path(node.output_dir()) / "run" / "record.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _clock(self) -> str:
-        seconds = int(time.time() - self.start)
-        return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def crash_reason(log_dir: Path, node_name: str) -> str:
-    """The last line of the newest nipype crash file of ``node_name``: the error itself."""
-    crash_files = sorted(log_dir.glob(f"**/crash-*-{node_name}-*.txt"),
-                         key=lambda path: path.stat().st_mtime)
-    if not crash_files:
-        return "the step crashed"
-    try:
-        lines = [line.strip() for line in crash_files[-1].read_text(errors="replace").splitlines()]
-    except OSError:
-        return "the step crashed"
-    errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Died)\b", line)]
-    errors = errors or [line for line in lines if line and not line.startswith(("File ", "^"))]
-    return f"the step crashed: {errors[-1][:300]}" if errors else "the step crashed"
-
-
 def _summarise(settings, images, plans, failures, elapsed: float) -> int:
     """Read back what was written, print the closing summary; 0 only if everything succeeded."""
     from bidsapp.outputs import output_path
 
     log_dir = settings.output_dir / "logs"
-    crashes = {name: crash_reason(log_dir, name) for name, kind, _, _ in failures
-               if kind == "crash"}
+    crashed = {name: crash for name, kind, crash, _ in failures if kind == "crash"}
+    crashes = {name: crash.reason for name, crash in crashed.items()}
     explained: set[str] = set()
     problems = [f"{name}: {message}" for name, kind, message, _ in failures
                 if kind in ("dataset", "report")]
@@ -405,7 +224,7 @@ def _summarise(settings, images, plans, failures, elapsed: float) -> int:
             try:
                 record = json.loads(sidecar.read_text())
             except (OSError, ValueError):
-                causes = _crashes_of(crashes, image.key, name)
+                causes = [c for c, crash in crashed.items() if crash.explains(image.key, name)]
                 explained.update(causes)
                 reason = "; ".join(dict.fromkeys(crashes[c] for c in causes)) or (
                     f"no result was written ({sidecar.name} missing)")
@@ -447,16 +266,3 @@ def _measurement_problems(label: str, sidecar: Path, record: dict | None = None)
         lines.append(f"{label}: {record.get('orientation_warning') or 'orientation'}; "
                      f"{check.get('check')}")
     return lines
-
-
-def _crashes_of(crashes: dict[str, str], image_key: str, defacer: str) -> list[str]:
-    """Crashed nodes behind a missing result: the image's own steps or this defacer's."""
-    from bidsapp.workflows.participant import node_name
-
-    image_part = node_name("", image_key)
-    return [name for name in crashes if name.endswith(image_part)
-            and (f"_{defacer}_" in name or name.startswith(("brainmask_", "coreg_")))]
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
