@@ -109,16 +109,17 @@ def registration_problems(reg, brain: np.ndarray, affine: np.ndarray, size: Head
     return problems
 
 
-def checked_registration(image, brain: np.ndarray | None, *, seed: int, work_dir):
+def checked_registration(image, brain: np.ndarray | None, *, seed: int, work_dir, data=None):
     """Register pydeface's template to ``image`` for its head size; check it against the brain.
 
     Returns (registration, :class:`HeadSize` or None without a brain mask); raises RuntimeError
     with the reason when the head is outside what the template supports or the result is off.
+    ``data``: the image's voxels when already read.
     """
     from bidsapp.anatomy.registration import register_template
 
     if brain is None or not np.asarray(brain).any():
-        reg = register_template(image, seed=seed, work_dir=work_dir)
+        reg = register_template(image, seed=seed, work_dir=work_dir, data=data)
         return reg, None
     brain = np.asarray(brain, dtype=bool)
     size = head_size(brain, image.header.get_zooms())
@@ -126,7 +127,7 @@ def checked_registration(image, brain: np.ndarray | None, *, seed: int, work_dir
     if problem:
         raise RuntimeError(f"head outside what the template supports: {problem}")
     reg = register_template(image, brain_mask=brain, seed=seed, work_dir=work_dir,
-                            initial_scale=size.initial_scale)
+                            initial_scale=size.initial_scale, data=data)
     problems = registration_problems(reg, brain, image.affine, size)
     if problems:
         raise RuntimeError("template registration failed: " + "; ".join(problems))

@@ -35,7 +35,8 @@ class DefaceRequest:
     (external tools run there). ``options`` carries defacer-specific flags (``ears``, ``reface``).
     ``guard_margin_mm`` is the run's brain guard margin (``--guard-margin-mm``), None when the
     guard is off (``--brain-guard off``, or auto for a defacer without one): a defacer with its
-    own guard (facecut) follows it.
+    own guard (facecut) follows it. ``data``, when given, is ``np.asanyarray(image.dataobj)``
+    as the runner read it (read once per process; never written to).
     """
 
     image: nib.Nifti1Image
@@ -46,6 +47,11 @@ class DefaceRequest:
     threads: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
     guard_margin_mm: float | None = 5.0
+    data: np.ndarray | None = None
+
+    def voxels(self) -> np.ndarray:
+        """The image's voxels (scaled), read from disk only when the runner did not."""
+        return np.asanyarray(self.image.dataobj) if self.data is None else self.data
 
 
 @dataclass
@@ -100,10 +106,12 @@ def remove_voxels(image: nib.Nifti1Image, removed: np.ndarray) -> np.ndarray:
     return data
 
 
-def python_module_version(module: str) -> Availability:
+def python_module_version(module: str, distribution: str | None = None) -> Availability:
     """Availability of a defacer that needs only an installed Python distribution.
 
     Looks the module up without importing it (importing torch would cost seconds and memory).
+    ``distribution`` (the pip name, when not the module's) spares the scan of every installed
+    distribution (about a second).
     """
     from importlib.metadata import PackageNotFoundError, version
     from importlib.util import find_spec
@@ -111,9 +119,14 @@ def python_module_version(module: str) -> Availability:
     if find_spec(module) is None:
         return Availability(False, f"Python package '{module}' is not installed "
                                    f"(pip install {module})")
+    for name in dict.fromkeys([distribution or module, module]):
+        try:
+            return Availability(True, version=version(name))
+        except PackageNotFoundError:
+            continue
     from importlib.metadata import packages_distributions
 
-    for name in [module, *packages_distributions().get(module, [])]:
+    for name in packages_distributions().get(module, []):
         try:
             return Availability(True, version=version(name))
         except PackageNotFoundError:
@@ -125,7 +138,7 @@ def template_defacer_availability(*template_files: str) -> Availability:
     """Availability of a defacer built on antspyx and data files of the pydeface wheel."""
     from bidsapp.anatomy.templates import pydeface_file
 
-    status = python_module_version("ants")
+    status = python_module_version("ants", "antspyx")
     if not status.available:
         return status
     try:

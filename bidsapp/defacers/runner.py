@@ -98,6 +98,7 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"{name} is not available here: {found.reason}")
         image = nib.load(spec["image"])
         brain = _load_mask(spec["brain_mask"], image) if spec["brain_mask"] else None
+        original = np.asanyarray(image.dataobj)
         if spec.get("transfer"):
             output, mode = _transfer(spec, image), "carried-from-T1w"
         else:
@@ -105,10 +106,9 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
                                     work_dir=out_dir / "tool", brain_mask=brain,
                                     seed=spec["seed"], threads=spec["threads"],
                                     options=spec["options"],
-                                    guard_margin_mm=_guard_margin(spec))
+                                    guard_margin_mm=_guard_margin(spec), data=original)
             request.work_dir.mkdir(exist_ok=True)
             output, mode = defacer.deface(request), "direct"
-        original = np.asanyarray(image.dataobj)
         defaced = np.asarray(output.data)
         if defaced.shape != original.shape:
             raise RuntimeError(f"{name} returned shape {defaced.shape}, input is {original.shape}")
@@ -154,8 +154,8 @@ def _apply_guard(spec, image, brain, original, defaced) -> dict[str, Any]:
         return {"applied": False}
     if brain is None:
         raise RuntimeError("the brain guard needs a brain mask")
-    protected = dilate_mm(brain, image.header.get_zooms(), spec["guard_margin_mm"])
-    changed = protected & (defaced != original)
+    changed = defaced != original
+    changed &= dilate_mm(brain, image.header.get_zooms(), spec["guard_margin_mm"], within=changed)
     defaced[changed] = original[changed]
     return {"applied": True, "margin_mm": spec["guard_margin_mm"],
             "restored_voxels": int(changed.sum())}
