@@ -11,7 +11,9 @@ is treated as adult-sized, as before.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -132,3 +134,34 @@ def checked_registration(image, brain: np.ndarray | None, *, seed: int, work_dir
     if problems:
         raise RuntimeError("template registration failed: " + "; ".join(problems))
     return reg, size
+
+
+def save_checked_registration(path, image, brain: np.ndarray | None, *, seed: int,
+                              work_dir) -> None:
+    """Run :func:`checked_registration` and write its result, or why it failed, to JSON ``path``.
+
+    Computed once per image and shared by every template defacer
+    (:func:`load_checked_registration`).
+    """
+    from bidsapp.io import atomic_write_json
+
+    try:
+        reg, size = checked_registration(image, brain, seed=seed, work_dir=work_dir)
+        saved = {"registration": reg.to_json(),
+                 "head_size": None if size is None else vars(size), "error": None}
+    except RuntimeError as exc:
+        saved = {"registration": None, "head_size": None, "error": str(exc)}
+    atomic_write_json(Path(path), saved)
+
+
+def load_checked_registration(path):
+    """(registration, HeadSize or None) saved by :func:`save_checked_registration`; raises its
+    RuntimeError again when it failed."""
+    from bidsapp.anatomy.registration import TemplateRegistration
+
+    saved = json.loads(Path(path).read_text())
+    if saved["error"]:
+        raise RuntimeError(saved["error"])
+    size = saved["head_size"]
+    return (TemplateRegistration.from_json(saved["registration"]),
+            None if size is None else HeadSize(**size))

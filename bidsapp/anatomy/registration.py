@@ -78,6 +78,18 @@ class TemplateRegistration:
         """Map (N, 3) image world points to template world points."""
         return nib.affines.apply_affine(self.image_to_template, points_ras)
 
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form; :meth:`from_json` gives back an equal registration (floats exact)."""
+        return {"image_to_template": np.asarray(self.image_to_template).tolist(),
+                "template_affine": np.asarray(self.template_affine).tolist(),
+                "template_shape": list(self.template_shape), "parameters": self.parameters}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TemplateRegistration:
+        return cls(image_to_template=np.asarray(data["image_to_template"], dtype=float),
+                   template_affine=np.asarray(data["template_affine"], dtype=float),
+                   template_shape=tuple(data["template_shape"]), parameters=data["parameters"])
+
 
 def block_downsample(data: np.ndarray, affine: np.ndarray, resolution_mm: float):
     """Average blocks of voxels to about ``resolution_mm`` per axis; returns (data, affine).

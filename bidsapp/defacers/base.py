@@ -36,7 +36,9 @@ class DefaceRequest:
     ``guard_margin_mm`` is the run's brain guard margin (``--guard-margin-mm``), None when the
     guard is off (``--brain-guard off``, or auto for a defacer without one): a defacer with its
     own guard (facecut) follows it. ``data``, when given, is ``np.asanyarray(image.dataobj)``
-    as the runner read it (read once per process; never written to).
+    as the runner read it (read once per process; never written to). ``registration``: the
+    JSON of pydeface's template registered to this image, computed once for every template
+    defacer (:func:`template_registration`), or None.
     """
 
     image: nib.Nifti1Image
@@ -48,6 +50,7 @@ class DefaceRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
     guard_margin_mm: float | None = 5.0
     data: np.ndarray | None = None
+    registration: Path | None = None
 
     def voxels(self) -> np.ndarray:
         """The image's voxels (scaled), read from disk only when the runner did not."""
@@ -84,6 +87,9 @@ class Defacer:
     license: str = ""
     needs_brain_mask: bool = False
     guard_by_default: bool = False
+    #: Registers pydeface's template to the image (:func:`template_registration`): the workflow
+    #: computes it once per image for every such defacer.
+    uses_template_registration: bool = False
     #: "native" runs with pip alone; "external" needs a toolkit that lives in the container.
     kind: str = "native"
 
@@ -104,6 +110,17 @@ def remove_voxels(image: nib.Nifti1Image, removed: np.ndarray) -> np.ndarray:
         raise ValueError(f"mask shape {removed.shape} does not match image shape {data.shape}")
     data[removed.astype(bool)] = 0
     return data
+
+
+def template_registration(request: DefaceRequest):
+    """(registration, HeadSize or None) of pydeface's template to the request's image: the
+    shared one when the workflow computed it, else computed here (same settings, same result)."""
+    from bidsapp.anatomy.headsize import checked_registration, load_checked_registration
+
+    if request.registration is not None:
+        return load_checked_registration(request.registration)
+    return checked_registration(request.image, request.brain_mask, seed=request.seed,
+                                work_dir=request.work_dir, data=request.data)
 
 
 def python_module_version(module: str, distribution: str | None = None) -> Availability:

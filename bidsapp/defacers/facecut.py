@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from bidsapp.anatomy.headsize import checked_registration
 from bidsapp.defacers.base import (
     Availability,
     DefaceOutput,
     Defacer,
     DefaceRequest,
     template_defacer_availability,
+    template_registration,
 )
 from bidsapp.geometry import bounding_box, box_intersection
 
@@ -181,6 +181,7 @@ class FaceCut(Defacer):
     license = "MIT (pydeface template); Apache-2.0 (antspyx)"
     needs_brain_mask = True
     guard_by_default = True
+    uses_template_registration = True
 
     def availability(self) -> Availability:
         status = template_defacer_availability("mean_reg2mean.nii.gz")
@@ -207,8 +208,7 @@ class FaceCut(Defacer):
         reface = bool(request.options.get("reface", False))
 
         margin = request.guard_margin_mm
-        reg, size = checked_registration(image, brain, seed=request.seed,
-                                         work_dir=request.work_dir, data=data)
+        reg, size = template_registration(request)
         vox_map = reg.voxel_map(np.asarray(image.affine, dtype=float))
 
         region = face_region(vox_map, shape)

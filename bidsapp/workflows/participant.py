@@ -1,6 +1,7 @@
 """The participant-level nipype workflow: brain mask once per image, every defacer, outputs.
 
-For each anatomical image: a deepbet brain mask of the original (``brainmask_*``), one measured
+For each anatomical image: a deepbet brain mask of the original (``brainmask_*``), pydeface's
+template registered to it once for the template defacers (``template_*``), one measured
 run per defacer (``deface_*``) and a sink for each result (``ds_*``); the metrics (``measure_*``)
 are added to the written records afterwards (``ds_metrics_*``), so a failed measurement never
 holds back a result. A T2w, FLAIR or other
@@ -21,6 +22,7 @@ from bidsapp.bids import AnatImage
 from bidsapp.settings import Settings
 from bidsapp.workflows.interfaces import (
     BrainMask, Coregister, Deface, DerivativesSink, Measure, MeasurementsSink,
+    TemplateRegistration,
 )
 
 
@@ -97,6 +99,12 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
             mask_node, mask_field = coreg, "out_mask"
         mask_node.bidsapp_label = f"{'brain mask' if coreg is None else 'coregistration'} {key}"
         masks[key] = (mask_node, mask_field)
+        register = None
+        if coreg is None and any(get_defacer(n).uses_template_registration for n in defacers):
+            register = pe.Node(TemplateRegistration(in_file=input_of(image), seed=settings.seed),
+                               name=node_name("template", key), mem_gb=1.0)
+            register.bidsapp_label = f"template registration {key}"
+            workflow.connect(mask_node, mask_field, register, "brain_mask")
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
         measure = None
         if not settings.skip_metrics and defacers:
@@ -128,6 +136,8 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                 mem_gb=getattr(defacer, "mem_gb", 2.0))
             deface.bidsapp_label = f"{name_} on {key}"
             workflow.connect(mask_node, mask_field, deface, "brain_mask")
+            if register is not None and defacer.uses_template_registration:
+                workflow.connect(register, "registration", deface, "registration")
             if coreg is not None:
                 source = deface_nodes[(name_, plan.reference.key)]
                 deface.inputs.source_image = input_of(plan.reference)
