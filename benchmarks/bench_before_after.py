@@ -6,7 +6,7 @@
         [--out DIR]
 
 *Before* is ``--ref`` exported (``git archive``) into a temporary folder; *after* is this
-working tree. Both run with the same Python environment, on the same images and settings:
+working tree, or ``--after-ref`` exported the same way. Both run with the same Python environment, on the same images and settings:
 
 1. the head: facecut and ``niimath -deface`` (through bidsapp's runner, each in a child process
    of its own, as in the pipeline; the brain mask computed once beforehand), ``--repeats``
@@ -98,6 +98,8 @@ def participant_run(version: str, source: Path, args, out: Path) -> tuple:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="baa9fec", help="git ref of the 'before' version")
+    parser.add_argument("--after-ref", default=None,
+                        help="git ref of the 'after' version (default: this working tree)")
     parser.add_argument("--testdata", type=Path, default=DEFAULT_TESTDATA)
     parser.add_argument("--participants", nargs="+", default=["uber", "xa30"])
     parser.add_argument("--defacers", nargs="+",
@@ -113,8 +115,9 @@ def main(argv=None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="bidsapp-before-after-"))
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bidsapp-before-") as tmp:
-        sources = {"before": export_ref(args.ref, Path(tmp) / "src"), "after": REPO}
-        print(f"before: {args.ref}; after: {REPO} (working tree); load "
+        after = (export_ref(args.after_ref, Path(tmp) / "after") if args.after_ref else REPO)
+        sources = {"before": export_ref(args.ref, Path(tmp) / "src"), "after": after}
+        print(f"before: {args.ref}; after: {args.after_ref or f'{REPO} (working tree)'}; load "
               f"{os.getloadavg()[0]:.1f}; results in {out}", flush=True)
         rows = []
         if not args.skip_head:

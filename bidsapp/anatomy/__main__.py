@@ -46,7 +46,8 @@ def template(image_path: str, mask_path: str, out_path: str, seed: str) -> None:
 
     image = nib.load(image_path)
     brain = np.asanyarray(nib.load(mask_path).dataobj) > 0
-    save_checked_registration(out_path, image, brain, seed=int(seed), work_dir=Path(out_path).parent)
+    save_checked_registration(out_path, image, brain, seed=int(seed),
+                              work_dir=Path(out_path).parent)
 
 
 if __name__ == "__main__":
