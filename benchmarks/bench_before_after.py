@@ -10,9 +10,10 @@ working tree, or ``--after-ref`` exported the same way. Both run with the same P
 
 1. the head: facecut and ``niimath -deface`` (through bidsapp's runner, each in a child process
    of its own, as in the pipeline; the brain mask computed once beforehand), ``--repeats``
-   times, before and after alternately; the median wall time and peak RSS of each;
+   times, before and after alternately; the median wall time, CPU time (the process and the
+   tools it ran) and peak RSS of each (CPU time is the figure to trust on a busy machine);
 2. one whole participant run (``bidsapp ... participant --nprocs N``) with each version:
-   wall time and peak RSS of the largest process;
+   wall time, CPU time of every process and peak RSS of the largest one;
 3. :mod:`bidsapp.compare_runs` on the two output folders (the outputs must be the same).
 
 Prints one table; exit status 1 when the outputs differ.
@@ -44,8 +45,9 @@ def export_ref(ref: str, dest: Path) -> Path:
     return dest
 
 
-def timed(args: list[str], source: Path, log: Path) -> tuple[float, float, int]:
-    """Run ``python ARGS`` with ``source`` first on the path: (wall s, peak RSS MB, exit)."""
+def timed(args: list[str], source: Path, log: Path) -> tuple[float, float, int, float]:
+    """Run ``python ARGS`` with ``source`` first on the path: (wall s, peak RSS MB, exit, CPU s
+    of the process and the processes it waited for)."""
     env = {**os.environ, "PYTHONPATH": str(source), "NIPYPE_NO_ET": "1"}
     start = time.perf_counter()
     with log.open("wb") as handle:
@@ -53,7 +55,7 @@ def timed(args: list[str], source: Path, log: Path) -> tuple[float, float, int]:
                                 stderr=subprocess.STDOUT, env=env, cwd=log.parent)
         _, status, usage = os.wait4(proc.pid, 0)
     return (time.perf_counter() - start, usage.ru_maxrss / 1024.0,
-            os.waitstatus_to_exitcode(status))
+            os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
 
 
 def head_runs(head: Path, sources: dict[str, Path], out: Path, repeats: int) -> list[tuple]:
@@ -66,7 +68,7 @@ def head_runs(head: Path, sources: dict[str, Path], out: Path, repeats: int) -> 
     mask = work / "brain_mask.nii.gz"
     timed(["-m", "bidsapp.anatomy", "brainmask", str(head), str(mask), "1"],
           sources["after"], work / "brainmask.log")
-    cells: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    cells: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for repeat in range(repeats):
         for version, source in sources.items():
             for defacer in ("facecut", "niimath"):
@@ -75,14 +77,15 @@ def head_runs(head: Path, sources: dict[str, Path], out: Path, repeats: int) -> 
                 spec = make_spec(defacer=defacer, image=head, out_dir=run, brain_mask=mask,
                                  guard=True, guard_margin_mm=5.0, seed=42, threads=1)
                 atomic_write_json(run / "spec.json", spec)
-                wall, rss, code = timed(["-m", "bidsapp.defacers.runner", str(run / "spec.json")],
-                                        source, run / "defacer.log")
+                wall, rss, code, cpu = timed(
+                    ["-m", "bidsapp.defacers.runner", str(run / "spec.json")], source,
+                    run / "defacer.log")
                 if code != 0:
                     raise RuntimeError(f"{defacer} ({version}) failed: see {run}/defacer.log")
-                cells.setdefault((defacer, version), []).append((wall, rss))
+                cells.setdefault((defacer, version), []).append((wall, rss, cpu))
     return [(f"{defacer} on {head.name}", version,
-             statistics.median(w for w, _ in runs), statistics.median(r for _, r in runs))
-            for (defacer, version), runs in cells.items()]
+             *(statistics.median(run[i] for run in runs) for i in range(3)))
+            for (defacer, version), runs in sorted(cells.items())]
 
 
 def participant_run(version: str, source: Path, args, out: Path) -> tuple:
@@ -91,8 +94,8 @@ def participant_run(version: str, source: Path, args, out: Path) -> tuple:
     cli = ["-m", "bidsapp", str(args.testdata / "ds-faces"), str(folder / "out"), "participant",
            "--participant-label", *args.participants, "--defacers", *args.defacers,
            "--nprocs", str(args.nprocs), "-w", str(folder / "work")]
-    wall, rss, code = timed(cli, source, folder / "run.log")
-    return ("participant run", version, wall, rss, code)
+    wall, rss, code, cpu = timed(cli, source, folder / "run.log")
+    return ("participant run", version, wall, rss, cpu, code)
 
 
 def main(argv=None) -> int:
@@ -125,11 +128,11 @@ def main(argv=None) -> int:
                                                     args.repeats)]
         if not args.skip_run:
             rows += [participant_run(v, s, args, out) for v, s in sources.items()]
-    print("\n| step | version | wall time | peak RSS |\n|---|---|---:|---:|")
-    for step, version, wall, rss, code in rows:
+    print("\n| step | version | wall time | CPU time | peak RSS |\n|---|---|---:|---:|---:|")
+    for step, version, wall, rss, cpu, code in rows:
         failed = "" if code == 0 else f" (exit {code})"
-        print(f"| {step} | {version} | {wall:.1f} s{failed} | {rss:.0f} MB |")
-    runs = {v: w for step, v, w, _, _ in rows if step == "participant run"}
+        print(f"| {step} | {version} | {wall:.1f} s{failed} | {cpu:.1f} s | {rss:.0f} MB |")
+    runs = {v: w for step, v, w, *_ in rows if step == "participant run"}
     if len(runs) == 2:
         print(f"\nwhole run: {runs['before'] / runs['after']:.2f}x faster "
               f"(load at the end {os.getloadavg()[0]:.1f})")

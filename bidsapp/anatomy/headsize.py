@@ -63,7 +63,8 @@ def brain_is_cut(brain: np.ndarray) -> bool:
     border = 0
     for axis in range(3):
         for index in (0, brain.shape[axis] - 1):
-            border += int(np.take(brain, index, axis=axis).sum())
+            # a basic index (a view): np.take copies with a slow gather (0.4 s for 1 mm)
+            border += int(np.count_nonzero(brain[(slice(None),) * axis + (index,)]))
     return border > CUT_BRAIN_SHARE * total
 
 
