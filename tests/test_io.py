@@ -79,3 +79,18 @@ def test_load_once_reads_the_same_voxels_once(ds_faces, monkeypatch):
     assert np.array_equal(once.get_fdata(), plain.get_fdata())
     assert np.array_equal(once.dataobj[2:5, :, 3], plain.dataobj[2:5, :, 3])
     assert len(reads) == 2  # the whole array once, and the slice
+
+
+def test_compare_runs_ignores_the_shared_steps_costs(tmp_path):
+    """A record that also names the cost of its shared steps (the template registration, absent
+    before it was shared) equals the same record without it; any other key still counts."""
+    from bidsapp.compare_runs import compare_outputs
+
+    record = {"defacer": "facecut", "status": "ok", "wall_time_s": 3.0, "altered_voxels": 9}
+    for name, extra in (("first", {}), ("second", {"shared_steps": {
+            "template_registration": {"wall_time_s": 4.2, "peak_rss_mb": 300.0}}})):
+        (tmp_path / name).mkdir()
+        atomic_write_json(tmp_path / name / "a_desc-facecut_T1w.json", {**record, **extra})
+        atomic_write_json(tmp_path / name / "b.json", {**record, "altered_voxels": len(name)})
+    result = compare_outputs(tmp_path / "first", tmp_path / "second")
+    assert result.same == ["a_desc-facecut_T1w.json"] and result.different == ["b.json"]
