@@ -6,7 +6,8 @@
         [--out DIR]
 
 *Before* is ``--ref`` exported (``git archive``) into a temporary folder; *after* is this
-working tree, or ``--after-ref`` exported the same way. Both run with the same Python environment, on the same images and settings:
+working tree, or ``--after-ref`` exported the same way. Both run with the same Python
+environment, on the same images and settings:
 
 1. the head: facecut and ``niimath -deface`` (through bidsapp's runner, each in a child process
    of its own, as in the pipeline; the brain mask computed once beforehand), ``--repeats``
