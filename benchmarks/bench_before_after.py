@@ -99,6 +99,14 @@ def participant_run(version: str, source: Path, args, out: Path) -> tuple:
     return ("participant run", version, wall, rss, cpu, code)
 
 
+def _print(rows: list[tuple]) -> list[tuple]:
+    for step, version, wall, rss, cpu, code in rows:
+        failed = "" if code == 0 else f" (exit {code})"
+        print(f"| {step} | {version} | {wall:.1f} s{failed} | {cpu:.1f} s | {rss:.0f} MB |",
+              flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="baa9fec", help="git ref of the 'before' version")
@@ -124,15 +132,12 @@ def main(argv=None) -> int:
         print(f"before: {args.ref}; after: {args.after_ref or f'{REPO} (working tree)'}; load "
               f"{os.getloadavg()[0]:.1f}; results in {out}", flush=True)
         rows = []
+        print("\n| step | version | wall time | CPU time | peak RSS |\n|---|---|---:|---:|---:|")
         if not args.skip_head:
-            rows += [(*row, 0) for row in head_runs(args.testdata / args.head, sources, out,
-                                                    args.repeats)]
+            rows += _print([(*row, 0) for row in head_runs(args.testdata / args.head, sources,
+                                                           out, args.repeats)])
         if not args.skip_run:
-            rows += [participant_run(v, s, args, out) for v, s in sources.items()]
-    print("\n| step | version | wall time | CPU time | peak RSS |\n|---|---|---:|---:|---:|")
-    for step, version, wall, rss, cpu, code in rows:
-        failed = "" if code == 0 else f" (exit {code})"
-        print(f"| {step} | {version} | {wall:.1f} s{failed} | {cpu:.1f} s | {rss:.0f} MB |")
+            rows += _print([participant_run(v, s, args, out) for v, s in sources.items()])
     runs = {v: w for step, v, w, *_ in rows if step == "participant run"}
     if len(runs) == 2:
         print(f"\nwhole run: {runs['before'] / runs['after']:.2f}x faster "
