@@ -3,7 +3,9 @@
 Images are compared as uncompressed NIfTI bytes (gzip headers carry a time stamp), figures and
 other files byte for byte, JSON records and TSV tables as values, apart from what is allowed to
 differ between two runs of the same data: the measured cost (``wall_time_s``, ``cpu_time_s``,
-``peak_rss_mb`` and the group columns derived from them) and bidsapp's own version string. Logs,
+``peak_rss_mb`` and the group columns derived from them, and ``shared_steps``: the cost of the
+steps a record shares with others, such as the template registration, absent before bidsapp
+computed it once per image) and bidsapp's own version string. Logs,
 HTML reports (they show times and dates) and lock files are not compared, only listed when one
 folder lacks them.
 
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 COST_FIELDS = ("wall_time_s", "cpu_time_s", "peak_rss_mb")
+#: Record keys that only hold costs (of steps shared between records).
+COST_KEYS = ("shared_steps",)
 NOT_COMPARED = ("logs/*", "*.html", "*.lock", ".*")
 
 
@@ -73,7 +77,7 @@ def bidsapp_version(root: Path) -> str | None:
 
 
 def _is_cost(name: str) -> bool:
-    return any(name == f or name.startswith(f + "_") for f in COST_FIELDS)
+    return name in COST_KEYS or any(name == f or name.startswith(f + "_") for f in COST_FIELDS)
 
 
 def _normalise(value: Any, version: str | None) -> Any:

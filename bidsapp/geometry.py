@@ -31,6 +31,16 @@ def bounding_box(mask: np.ndarray, margin=0) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def box_intersection(box: tuple[slice, ...], other: tuple[slice, ...]) -> tuple[slice, ...]:
+    """The part of ``box`` inside ``other`` (both from :func:`bounding_box`; may be empty).
+
+    >>> box_intersection((slice(0, 5), slice(2, 4)), (slice(3, 9), slice(5, 6)))
+    (slice(3, 5, None), slice(5, 5, None))
+    """
+    return tuple(slice(max(a.start, b.start), max(a.start, b.start, min(a.stop, b.stop)))
+                 for a, b in zip(box, other))
+
+
 def block_factors(zooms, spacing_mm: float) -> list[int]:
     """Voxels per block along each of the first three axes, for blocks of about ``spacing_mm``
     (at least one: axes already coarser keep their spacing)."""

@@ -1,4 +1,5 @@
-"""Atomic file writing: an interrupted run never leaves a partial file under a final name."""
+"""Atomic file writing: an interrupted run never leaves a partial file under a final name;
+reading an image's voxels once per process (:func:`load_once`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
+from nibabel.fileslice import canonical_slicers
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -173,3 +176,25 @@ def check_writable(folder: Path, what: str) -> None:
     except OSError as exc:
         raise RunError(f"{what} {folder} cannot be written ({exc.strerror or exc}); choose a "
                        "writable folder or fix its permissions") from exc
+
+
+class _OnceProxy(ArrayProxy):
+    """An ArrayProxy that decompresses the whole array once and hands out copies of it."""
+
+    def _get_unscaled(self, slicer):
+        whole = canonical_slicers((), self._shape, False)
+        if canonical_slicers(slicer, self._shape, False) != whole:
+            return super()._get_unscaled(slicer)
+        if getattr(self, "_once", None) is None:
+            self._once = super()._get_unscaled(slicer)
+        return self._once.copy()
+
+
+def load_once(path) -> nib.Nifti1Image:
+    """``nib.load``, except that every full read of ``dataobj`` (``np.asanyarray``,
+    ``get_fdata``) after the first copies the first one instead of decompressing the file again:
+    the same values, scaling and dtypes, at the cost of keeping the stored array in memory."""
+    image = nib.load(str(path))
+    if type(image.dataobj) is ArrayProxy:
+        image.dataobj.__class__ = _OnceProxy
+    return image

@@ -179,3 +179,42 @@ def test_needs_brain_mask(defacer, pydeface_template, tmp_path):
     request = DefaceRequest(image=image, image_path=pydeface_template, work_dir=tmp_path)
     with pytest.raises(ValueError, match="brain mask"):
         defacer.deface(request)
+
+
+def test_shared_registration_and_boxed_distances_change_nothing(defacer, ds_faces, tmp_path):
+    """The registration saved once (the workflow's ``template_*`` node) gives facecut and
+    facemask the same result as their own; the distance transforms in their boxes equal the
+    whole-image ones wherever they are used."""
+    from scipy import ndimage
+
+    from bidsapp.anatomy.brainmask import dilate_mm
+    from bidsapp.anatomy.headsize import save_checked_registration
+    from bidsapp.defacers.facemask import FaceMask
+
+    path = ds_faces / "sub-ixi012" / "anat" / "sub-ixi012_T1w.nii.gz"
+    image = nib.load(path)
+    brain = brain_mask(image)
+    saved = tmp_path / "template_registration.json"
+    save_checked_registration(saved, image, brain, seed=42, work_dir=tmp_path)
+    for engine in (defacer, available_defacer(FaceMask)):
+        own, shared = (engine.deface(DefaceRequest(image=image, image_path=path,
+                                                   work_dir=tmp_path, brain_mask=brain,
+                                                   registration=registration))
+                       for registration in (None, saved))
+        assert np.array_equal(own.data, shared.data) and own.parameters == shared.parameters
+
+    zooms = image.header.get_zooms()[:3]
+    full = ndimage.distance_transform_edt(~brain, sampling=zooms)
+    region = np.zeros_like(brain)
+    region[:, 80:, :40] = True
+    dist, box = fc.brain_distance(brain, zooms, region, 25.0)
+    inside = np.full(brain.shape, np.inf, dtype=np.float32)
+    inside[box] = dist
+    near = region & (full <= 25.0)
+    assert near.any() and np.array_equal(inside[near], full[near].astype(np.float32))
+    assert (inside[region & (full > 25.0)] > 25.0).all()
+    changed = np.zeros_like(brain)
+    changed[:, 90:, :30] = True
+    assert np.array_equal(dilate_mm(brain, zooms, 5.0, within=changed) & changed,
+                          (full <= 5.0) & changed)
+    assert np.array_equal(dilate_mm(brain, zooms, 5.0), full <= 5.0)

@@ -56,3 +56,41 @@ def test_atomic_json_replaces_whole_file(tmp_path):
     atomic_write_json(path, {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+
+
+def test_load_once_reads_the_same_voxels_once(ds_faces, monkeypatch):
+    """Every read of a ``load_once`` image equals nibabel's, and the file is decompressed once."""
+    from nibabel.arrayproxy import ArrayProxy
+
+    from bidsapp.io import load_once
+
+    path = ds_faces / "sub-uber" / "anat" / "sub-uber_FLAIR.nii.gz"
+    plain, once = nib.load(str(path)), load_once(path)
+    reads = []
+    original = ArrayProxy._get_unscaled
+    monkeypatch.setattr(ArrayProxy, "_get_unscaled",
+                        lambda self, slicer: (self is once.dataobj and reads.append(slicer))
+                        or original(self, slicer))
+    for _ in range(3):
+        first = np.asanyarray(once.dataobj)
+        assert first.dtype == np.asanyarray(plain.dataobj).dtype
+        assert np.array_equal(first, np.asanyarray(plain.dataobj))
+        first[...] = 0  # a caller's change never reaches the next read
+    assert np.array_equal(once.get_fdata(), plain.get_fdata())
+    assert np.array_equal(once.dataobj[2:5, :, 3], plain.dataobj[2:5, :, 3])
+    assert len(reads) == 2  # the whole array once, and the slice
+
+
+def test_compare_runs_ignores_the_shared_steps_costs(tmp_path):
+    """A record that also names the cost of its shared steps (the template registration, absent
+    before it was shared) equals the same record without it; any other key still counts."""
+    from bidsapp.compare_runs import compare_outputs
+
+    record = {"defacer": "facecut", "status": "ok", "wall_time_s": 3.0, "altered_voxels": 9}
+    for name, extra in (("first", {}), ("second", {"shared_steps": {
+            "template_registration": {"wall_time_s": 4.2, "peak_rss_mb": 300.0}}})):
+        (tmp_path / name).mkdir()
+        atomic_write_json(tmp_path / name / "a_desc-facecut_T1w.json", {**record, **extra})
+        atomic_write_json(tmp_path / name / "b.json", {**record, "altered_voxels": len(name)})
+    result = compare_outputs(tmp_path / "first", tmp_path / "second")
+    assert result.same == ["a_desc-facecut_T1w.json"] and result.different == ["b.json"]

@@ -52,6 +52,22 @@ def test_participant_graph(ds_faces, tmp_path):
     assert wf.get_node("deface_quickshear_sub_uber_acq_se_T1w").inputs.guard is False
 
 
+def test_template_registration_is_one_node_shared(ds_faces, tmp_path):
+    """facecut and facemask take pydeface's template registration from one node per T1w."""
+    settings = _settings(ds_faces, tmp_path)
+    images = find_anatomical_images(load_layout(ds_faces), subjects=["uber"])
+    wf = init_participant_wf(settings=settings, subject="uber", images=images, input_records={},
+                             defacers=["facecut", "facemask", "quickshear"])
+    names = {node.name for node in wf._graph.nodes()}
+    assert [n for n in names if n.startswith("template_")] == ["template_sub_uber_acq_se_T1w"]
+    register = wf.get_node("template_sub_uber_acq_se_T1w")
+    fed = {v.name for u, v in wf._graph.out_edges(register)}
+    assert fed == {"deface_facecut_sub_uber_acq_se_T1w", "deface_facemask_sub_uber_acq_se_T1w"}
+    quickshear_only = init_participant_wf(settings=settings, subject="uber", images=images,
+                                          input_records={}, defacers=["quickshear"])
+    assert not [n for n in quickshear_only._graph.nodes() if n.name.startswith("template_")]
+
+
 def test_sinks_do_not_wait_for_the_metrics(ds_faces, tmp_path):
     """A crashed Measure node used to hold back every sink of its image (defaced images and
     the input record); now only ``ds_metrics_*`` follows it, after the image sinks."""

@@ -2,6 +2,7 @@
 
 ``python -m bidsapp.anatomy brainmask IMAGE OUT_MASK THREADS``
 ``python -m bidsapp.anatomy coregister TARGET T1W T1W_MASK OUT_DIR SEED THREADS``
+``python -m bidsapp.anatomy template IMAGE BRAIN_MASK OUT_JSON SEED``
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def coregister(target_path: str, t1w_path: str, t1w_mask_path: str, out_dir: str
     save_like(target, mask.astype(np.uint8), out / "brain_mask.nii.gz", dtype=np.uint8)
 
 
+def template(image_path: str, mask_path: str, out_path: str, seed: str) -> None:
+    """pydeface's template registered to the image once, for every template defacer."""
+    from bidsapp.anatomy.headsize import save_checked_registration
+
+    image = nib.load(image_path)
+    brain = np.asanyarray(nib.load(mask_path).dataobj) > 0
+    save_checked_registration(out_path, image, brain, seed=int(seed),
+                              work_dir=Path(out_path).parent)
+
+
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"brainmask": brainmask, "coregister": coregister}[command](*arguments)
+    {"brainmask": brainmask, "coregister": coregister, "template": template}[command](*arguments)

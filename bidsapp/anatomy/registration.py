@@ -78,6 +78,18 @@ class TemplateRegistration:
         """Map (N, 3) image world points to template world points."""
         return nib.affines.apply_affine(self.image_to_template, points_ras)
 
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form; :meth:`from_json` gives back an equal registration (floats exact)."""
+        return {"image_to_template": np.asarray(self.image_to_template).tolist(),
+                "template_affine": np.asarray(self.template_affine).tolist(),
+                "template_shape": list(self.template_shape), "parameters": self.parameters}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TemplateRegistration:
+        return cls(image_to_template=np.asarray(data["image_to_template"], dtype=float),
+                   template_affine=np.asarray(data["template_affine"], dtype=float),
+                   template_shape=tuple(data["template_shape"]), parameters=data["parameters"])
+
 
 def block_downsample(data: np.ndarray, affine: np.ndarray, resolution_mm: float):
     """Average blocks of voxels to about ``resolution_mm`` per axis; returns (data, affine).
@@ -93,13 +105,40 @@ def block_downsample(data: np.ndarray, affine: np.ndarray, resolution_mm: float)
     return small, affine @ scale
 
 
+def _ants():
+    """antspyx with only its core loaded: about 1.5 s instead of 10 (its package also imports
+    matplotlib, statsmodels and scikit-learn). The rest loads on first use of another name."""
+    import importlib.util
+    import sys
+
+    if "ants" not in sys.modules:
+        spec = importlib.util.find_spec("ants")
+        package = importlib.util.module_from_spec(spec)
+
+        def load_all(name: str):
+            del package.__getattr__
+            spec.loader.exec_module(package)
+            return getattr(package, name)
+
+        package.__getattr__ = load_all
+        sys.modules["ants"] = package
+        importlib.import_module("ants.lib")  # before ants.internal's ``from ants import lib``
+        core = importlib.import_module("ants.core")
+        # as the package's ``from .core import *``: core's functions call each other as ``ants.*``
+        names = getattr(core, "__all__", [n for n in vars(core) if not n.startswith("_")])
+        package.__dict__.update({n: getattr(core, n) for n in names})
+    import ants.core
+    import ants.internal
+
+    return ants
+
+
 def _to_ants(data: np.ndarray, affine: np.ndarray):
     """An ANTsImage in ITK's LPS physical space from a RAS voxel-to-world affine."""
-    import ants
-
+    ants = _ants()
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     lps = _FLIP @ affine
-    return ants.from_numpy(
+    return ants.core.from_numpy(
         np.ascontiguousarray(data, dtype=np.float32),
         origin=tuple(float(v) for v in lps[:3, 3]),
         spacing=tuple(float(z) for z in zooms),
@@ -133,21 +172,18 @@ def _centroid(mask_or_weights: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 def _write_start(path: Path, shift_ras: np.ndarray, scale: float = 1.0) -> None:
     """Write an ITK affine (fixed LPS point -> moving LPS point): ``scale * p + shift`` in RAS."""
-    import ants
-
+    core = _ants().core
     shift_lps = _FLIP[:3, :3] @ shift_ras
-    tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
+    tx = core.create_ants_transform(transform_type="AffineTransform", dimension=3)
     matrix = np.eye(3) * float(scale)
     tx.set_parameters(np.concatenate([matrix.ravel(), shift_lps]).tolist())
     tx.set_fixed_parameters([0.0, 0.0, 0.0])
-    ants.write_transform(tx, str(path))
+    core.write_transform(tx, str(path))
 
 
 def _read_affine(path: Path) -> np.ndarray:
     """Read an ITK affine .mat as a 4x4 RAS matrix (fixed point -> moving point)."""
-    import ants
-
-    tx = ants.read_transform(str(path))
+    tx = _ants().core.read_transform(str(path))
     params = np.asarray(tx.parameters, dtype=float)
     center = np.asarray(tx.fixed_parameters, dtype=float)
     matrix = params[:9].reshape(3, 3)
@@ -196,6 +232,7 @@ def register_template(
     sampling_rate: float = 0.2,
     work_dir: Path | None = None,
     initial_scale: float = 1.0,
+    data: np.ndarray | None = None,
 ) -> TemplateRegistration:
     """Affinely register ``template`` (default: pydeface's head) to ``image``.
 
@@ -205,13 +242,14 @@ def register_template(
     knows its brain centroid, else the intensity centres of mass. ``initial_scale`` (template mm
     per image mm, about the brain centroid) starts a head of another size (an infant's) near its
     scale; 1 is a pure translation. Deterministic for fixed arguments (see the module docstring).
+    ``data``: the image's voxels when already read (``np.asanyarray(image.dataobj)``).
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
-    import ants  # noqa: F401  (imported after the thread setting on purpose)
+    _ants()  # imported after the thread setting on purpose
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
     template = template or pydeface_template()
-    data = np.asanyarray(image.dataobj)
+    data = np.asanyarray(image.dataobj) if data is None else data
     if data.ndim > 3:
         data = data[..., 0]
     fixed_data, fixed_affine = block_downsample(

@@ -35,7 +35,10 @@ class DefaceRequest:
     (external tools run there). ``options`` carries defacer-specific flags (``ears``, ``reface``).
     ``guard_margin_mm`` is the run's brain guard margin (``--guard-margin-mm``), None when the
     guard is off (``--brain-guard off``, or auto for a defacer without one): a defacer with its
-    own guard (facecut) follows it.
+    own guard (facecut) follows it. ``data``, when given, is ``np.asanyarray(image.dataobj)``
+    as the runner read it (read once per process; never written to). ``registration``: the
+    JSON of pydeface's template registered to this image, computed once for every template
+    defacer (:func:`template_registration`), or None.
     """
 
     image: nib.Nifti1Image
@@ -46,6 +49,12 @@ class DefaceRequest:
     threads: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
     guard_margin_mm: float | None = 5.0
+    data: np.ndarray | None = None
+    registration: Path | None = None
+
+    def voxels(self) -> np.ndarray:
+        """The image's voxels (scaled), read from disk only when the runner did not."""
+        return np.asanyarray(self.image.dataobj) if self.data is None else self.data
 
 
 @dataclass
@@ -78,6 +87,9 @@ class Defacer:
     license: str = ""
     needs_brain_mask: bool = False
     guard_by_default: bool = False
+    #: Registers pydeface's template to the image (:func:`template_registration`): the workflow
+    #: computes it once per image for every such defacer.
+    uses_template_registration: bool = False
     #: "native" runs with pip alone; "external" needs a toolkit that lives in the container.
     kind: str = "native"
 
@@ -100,10 +112,23 @@ def remove_voxels(image: nib.Nifti1Image, removed: np.ndarray) -> np.ndarray:
     return data
 
 
-def python_module_version(module: str) -> Availability:
+def template_registration(request: DefaceRequest):
+    """(registration, HeadSize or None) of pydeface's template to the request's image: the
+    shared one when the workflow computed it, else computed here (same settings, same result)."""
+    from bidsapp.anatomy.headsize import checked_registration, load_checked_registration
+
+    if request.registration is not None:
+        return load_checked_registration(request.registration)
+    return checked_registration(request.image, request.brain_mask, seed=request.seed,
+                                work_dir=request.work_dir, data=request.data)
+
+
+def python_module_version(module: str, distribution: str | None = None) -> Availability:
     """Availability of a defacer that needs only an installed Python distribution.
 
     Looks the module up without importing it (importing torch would cost seconds and memory).
+    ``distribution`` (the pip name, when not the module's) spares the scan of every installed
+    distribution (about a second).
     """
     from importlib.metadata import PackageNotFoundError, version
     from importlib.util import find_spec
@@ -111,9 +136,14 @@ def python_module_version(module: str) -> Availability:
     if find_spec(module) is None:
         return Availability(False, f"Python package '{module}' is not installed "
                                    f"(pip install {module})")
+    for name in dict.fromkeys([distribution or module, module]):
+        try:
+            return Availability(True, version=version(name))
+        except PackageNotFoundError:
+            continue
     from importlib.metadata import packages_distributions
 
-    for name in [module, *packages_distributions().get(module, [])]:
+    for name in packages_distributions().get(module, []):
         try:
             return Availability(True, version=version(name))
         except PackageNotFoundError:
@@ -125,7 +155,7 @@ def template_defacer_availability(*template_files: str) -> Availability:
     """Availability of a defacer built on antspyx and data files of the pydeface wheel."""
     from bidsapp.anatomy.templates import pydeface_file
 
-    status = python_module_version("ants")
+    status = python_module_version("ants", "antspyx")
     if not status.available:
         return status
     try:

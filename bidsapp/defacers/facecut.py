@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from bidsapp.anatomy.headsize import checked_registration
 from bidsapp.defacers.base import (
     Availability,
     DefaceOutput,
     Defacer,
     DefaceRequest,
     template_defacer_availability,
+    template_registration,
 )
-from bidsapp.geometry import bounding_box
+from bidsapp.geometry import bounding_box, box_intersection
 
 #: Default guard: no voxel closer than this (mm, Euclidean, voxel centres) to the deepbet brain
 #: mask is altered. The run's ``--guard-margin-mm`` / ``--brain-guard`` replace it
@@ -111,15 +111,21 @@ def ear_region(vox_map: np.ndarray, shape) -> np.ndarray:
 def brain_distance(
     brain: np.ndarray, zooms, region: np.ndarray, reach_mm: float
 ) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Distance (mm) to the brain mask, computed in the bounding box of ``region`` + reach.
+    """Distance (mm) to the brain mask, in the bounding box of ``region`` + reach, clipped to
+    the brain's bounding box + reach.
 
-    Exact up to ``reach_mm``: any brain voxel closer than that to the region lies in the box.
-    Returns the distances and the box (slices of the image grid).
+    Exact up to ``reach_mm``: any brain voxel closer than that to a region voxel lies in the box;
+    region voxels outside the box are farther than ``reach_mm`` from the brain. Returns the
+    distances and the box (image slices).
     """
     zooms = np.asarray(zooms[:3], dtype=float)
-    box = bounding_box(region, np.ceil(reach_mm / zooms).astype(int) + 1)
+    pad = np.ceil(reach_mm / zooms).astype(int) + 1
+    box = bounding_box(region, pad)
     if box is None:
         raise ValueError("facecut: the region to measure from is empty")
+    near = bounding_box(brain, pad)
+    if near is not None:
+        box = box_intersection(box, near)
     sub = brain[box]
     if not sub.any():
         return np.full(sub.shape, np.inf, dtype=np.float32), box
@@ -175,6 +181,7 @@ class FaceCut(Defacer):
     license = "MIT (pydeface template); Apache-2.0 (antspyx)"
     needs_brain_mask = True
     guard_by_default = True
+    uses_template_registration = True
 
     def availability(self) -> Availability:
         status = template_defacer_availability("mean_reg2mean.nii.gz")
@@ -194,15 +201,14 @@ class FaceCut(Defacer):
         brain = np.asarray(brain, dtype=bool)
         if brain.shape != shape or not brain.any():
             raise ValueError(f"brain mask of shape {brain.shape} is empty or does not fit {shape}")
-        data = np.asanyarray(image.dataobj)
+        data = request.voxels()
         if data.ndim > 3:
             raise ValueError("facecut defaces 3D images")
         ears = bool(request.options.get("ears", False))
         reface = bool(request.options.get("reface", False))
 
         margin = request.guard_margin_mm
-        reg, size = checked_registration(image, brain, seed=request.seed,
-                                         work_dir=request.work_dir)
+        reg, size = template_registration(request)
         vox_map = reg.voxel_map(np.asarray(image.affine, dtype=float))
 
         region = face_region(vox_map, shape)
@@ -216,7 +222,7 @@ class FaceCut(Defacer):
         guarded = region & guard
         removed = region & ~guard
         n_removed = int(removed.sum())
-        min_dist = float(dist[removed[box]].min()) if n_removed else float("inf")
+        min_dist = float(dist[removed[box]].min()) if removed[box].any() else float("inf")
 
         parameters: dict[str, Any] = {
             **reg.parameters,

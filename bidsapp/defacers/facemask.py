@@ -19,8 +19,9 @@ from bidsapp.defacers.base import (
     DefaceOutput,
     Defacer,
     DefaceRequest,
-    template_defacer_availability,
     remove_voxels,
+    template_defacer_availability,
+    template_registration,
 )
 
 
@@ -39,6 +40,7 @@ class FaceMask(Defacer):
     license = "MIT (pydeface template and mask); Apache-2.0 (antspyx)"
     needs_brain_mask = False
     guard_by_default = True
+    uses_template_registration = True
 
     def availability(self) -> Availability:
         return template_defacer_availability("mean_reg2mean.nii.gz", "facemask.nii.gz")
@@ -46,13 +48,10 @@ class FaceMask(Defacer):
     def deface(self, request: DefaceRequest) -> DefaceOutput:
         import nibabel as nib
 
-        from bidsapp.anatomy.headsize import checked_registration
         from bidsapp.anatomy.templates import pydeface_file
 
         image = request.image
-        reg, size = checked_registration(
-            image, request.brain_mask, seed=request.seed, work_dir=request.work_dir
-        )
+        reg, size = template_registration(request)
         facemask = np.asanyarray(nib.load(pydeface_file("facemask.nii.gz")).dataobj)
         keep = reg.to_image(facemask, image.shape, image.affine, order=1, mode="constant")
         removed = keep < 0.5

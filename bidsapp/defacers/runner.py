@@ -29,8 +29,10 @@ DEFACED, ALTERED, RECORD, LOG = "defaced.nii.gz", "altered.nii.gz", "record.json
 def make_spec(*, defacer: str, image: Path, out_dir: Path, brain_mask: Path | None,
               guard: bool, guard_margin_mm: float, seed: int, threads: int,
               options: dict[str, Any] | None = None,
-              transfer: dict[str, str] | None = None) -> dict[str, Any]:
-    """The JSON-ready description of one run (also its provenance)."""
+              transfer: dict[str, str] | None = None,
+              registration: Path | None = None) -> dict[str, Any]:
+    """The JSON-ready description of one run (also its provenance); ``registration``: the
+    shared template registration (JSON) of the image, for a template defacer."""
     return {
         "defacer": defacer, "image": os.path.abspath(image),
         "out_dir": os.path.abspath(out_dir),
@@ -38,6 +40,7 @@ def make_spec(*, defacer: str, image: Path, out_dir: Path, brain_mask: Path | No
         "guard": bool(guard),
         "guard_margin_mm": float(guard_margin_mm), "seed": int(seed), "threads": int(threads),
         "options": dict(options or {}), "transfer": transfer,
+        "registration": os.path.abspath(registration) if registration else None,
     }
 
 
@@ -55,6 +58,10 @@ def run_measured(spec: dict[str, Any], *, timeout: float | None = None) -> dict[
     record["wall_time_s"] = usage.wall_time_s
     record["peak_rss_mb"] = usage.peak_rss_mb
     record["cpu_time_s"] = usage.cpu_time_s
+    if spec.get("registration"):
+        # computed once, outside this process, for every template defacer of the image
+        cost = json.loads(Path(spec["registration"]).read_text()).get("cost")
+        record["shared_steps"] = {"template_registration": cost}
     atomic_write_json(out_dir / RECORD, record)
     return record
 
@@ -98,6 +105,7 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"{name} is not available here: {found.reason}")
         image = nib.load(spec["image"])
         brain = _load_mask(spec["brain_mask"], image) if spec["brain_mask"] else None
+        original = np.asanyarray(image.dataobj)
         if spec.get("transfer"):
             output, mode = _transfer(spec, image), "carried-from-T1w"
         else:
@@ -105,10 +113,10 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
                                     work_dir=out_dir / "tool", brain_mask=brain,
                                     seed=spec["seed"], threads=spec["threads"],
                                     options=spec["options"],
-                                    guard_margin_mm=_guard_margin(spec))
+                                    guard_margin_mm=_guard_margin(spec), data=original,
+                                    registration=_path(spec.get("registration")))
             request.work_dir.mkdir(exist_ok=True)
             output, mode = defacer.deface(request), "direct"
-        original = np.asanyarray(image.dataobj)
         defaced = np.asarray(output.data)
         if defaced.shape != original.shape:
             raise RuntimeError(f"{name} returned shape {defaced.shape}, input is {original.shape}")
@@ -128,6 +136,10 @@ def execute(spec: dict[str, Any]) -> dict[str, Any]:
         record["traceback"] = traceback.format_exc()
     atomic_write_json(out_dir / RECORD, record)
     return record
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def _voxel_ml(image: nib.Nifti1Image) -> float:
@@ -154,8 +166,8 @@ def _apply_guard(spec, image, brain, original, defaced) -> dict[str, Any]:
         return {"applied": False}
     if brain is None:
         raise RuntimeError("the brain guard needs a brain mask")
-    protected = dilate_mm(brain, image.header.get_zooms(), spec["guard_margin_mm"])
-    changed = protected & (defaced != original)
+    changed = defaced != original
+    changed &= dilate_mm(brain, image.header.get_zooms(), spec["guard_margin_mm"], within=changed)
     defaced[changed] = original[changed]
     return {"applied": True, "margin_mm": spec["guard_margin_mm"],
             "restored_voxels": int(changed.sum())}

@@ -20,7 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bidsapp.io import atomic_write_json
+from bidsapp.io import atomic_write_json, load_once
 
 
 def _attempt(errors: dict[str, str], tracebacks: dict[str, str], family: str, function,
@@ -48,7 +48,7 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
     from bidsapp.metrics.reference import OriginalReference
     from bidsapp.metrics.orientation import orientation_check
 
-    image = nib.load(str(image_path))
+    image = load_once(image_path)  # read by each family and for each defacer
     brain = np.asanyarray(nib.load(str(brain_mask_path)).dataobj) > 0
     start = time.perf_counter()
     errors: dict[str, str] = {}

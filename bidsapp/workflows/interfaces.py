@@ -10,9 +10,9 @@ from nipype.interfaces.base import (
 )
 
 
-def _run_step(args: list[str], cwd: Path, threads: int,
-              module: str = "bidsapp.anatomy") -> None:
-    """Run ``python -m MODULE ARGS`` in a fresh process; raise with its log on failure."""
+def _run_step(args: list[str], cwd: Path, threads: int, module: str = "bidsapp.anatomy"):
+    """Run ``python -m MODULE ARGS`` in a fresh process; raise with its log on failure; return
+    its :class:`bidsapp.child.ChildResult` (wall time, peak memory)."""
     from bidsapp.child import run_child
 
     name = args[0] if module == "bidsapp.anatomy" else module.rsplit(".", 1)[-1]
@@ -21,6 +21,7 @@ def _run_step(args: list[str], cwd: Path, threads: int,
     if result.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"{name} failed (exit {result.returncode}): " + " | ".join(tail))
+    return result
 
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
@@ -43,6 +44,41 @@ class BrainMask(SimpleInterface):
         _run_step(["brainmask", self.inputs.in_file, str(out), str(self.inputs.threads)],
                   Path(runtime.cwd), self.inputs.threads)
         self._results["out_mask"] = str(out)
+        return runtime
+
+
+class _TemplateRegistrationInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="original image")
+    brain_mask = File(exists=True, mandatory=True, desc="deepbet brain mask of the original")
+    seed = traits.Int(42, usedefault=True)
+
+
+class _TemplateRegistrationOutputSpec(TraitedSpec):
+    registration = File(exists=True, desc="JSON: the registration (or why it failed), its cost")
+
+
+class TemplateRegistration(SimpleInterface):
+    """pydeface's template registered to the image once, for every template defacer.
+
+    The JSON holds the step's wall time and peak memory (``cost``): each defacer's record
+    repeats them under ``shared_steps``, as its own ``wall_time_s`` no longer includes them.
+    """
+
+    input_spec = _TemplateRegistrationInputSpec
+    output_spec = _TemplateRegistrationOutputSpec
+
+    def _run_interface(self, runtime):
+        from bidsapp.io import atomic_write_json
+
+        cwd = Path(runtime.cwd)
+        out = cwd / "template_registration.json"
+        usage = _run_step(["template", self.inputs.in_file, self.inputs.brain_mask, str(out),
+                           str(self.inputs.seed)], cwd, 1)
+        saved = json.loads(out.read_text())
+        saved["cost"] = {"wall_time_s": usage.wall_time_s, "peak_rss_mb": usage.peak_rss_mb,
+                         "cpu_time_s": usage.cpu_time_s}
+        atomic_write_json(out, saved)
+        self._results["registration"] = str(out)
         return runtime
 
 
@@ -88,6 +124,7 @@ class _DefaceInputSpec(BaseInterfaceInputSpec):
     source_record = traits.Dict(desc="the T1w's defacer record (transfer mode)")
     source_altered = traits.Str(desc="the T1w's altered-voxel mask (transfer mode)")
     transform = File(exists=True, desc="rigid transform T1w -> this image (transfer mode)")
+    registration = File(exists=True, desc="shared template registration (template defacers)")
 
 
 class _DefaceOutputSpec(TraitedSpec):
@@ -125,6 +162,7 @@ class Deface(SimpleInterface):
             guard=self.inputs.guard, guard_margin_mm=self.inputs.guard_margin_mm,
             seed=self.inputs.seed, threads=self.inputs.threads, options=self.inputs.options,
             transfer=transfer,
+            registration=Path(self.inputs.registration) if self.inputs.registration else None,
         )
         record = run_measured(spec)
         altered = out_dir / ALTERED

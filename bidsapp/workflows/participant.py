@@ -1,6 +1,7 @@
 """The participant-level nipype workflow: brain mask once per image, every defacer, outputs.
 
-For each anatomical image: a deepbet brain mask of the original (``brainmask_*``), one measured
+For each anatomical image: a deepbet brain mask of the original (``brainmask_*``), pydeface's
+template registered to it once for the template defacers (``template_*``), one measured
 run per defacer (``deface_*``) and a sink for each result (``ds_*``); the metrics (``measure_*``)
 are added to the written records afterwards (``ds_metrics_*``), so a failed measurement never
 holds back a result. A T2w, FLAIR or other
@@ -22,6 +23,7 @@ from bidsapp.settings import Settings
 from bidsapp.workflows.steps import Step, tag
 from bidsapp.workflows.interfaces import (
     BrainMask, Coregister, Deface, DerivativesSink, Measure, MeasurementsSink,
+    TemplateRegistration,
 )
 
 
@@ -99,6 +101,12 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         tag(mask_node, Step(key, f"{'brain mask' if coreg is None else 'coregistration'} {key}",
                             defacers=tuple(defacers)))
         masks[key] = (mask_node, mask_field)
+        register = None
+        if coreg is None and any(get_defacer(n).uses_template_registration for n in defacers):
+            register = pe.Node(TemplateRegistration(in_file=input_of(image), seed=settings.seed),
+                               name=node_name("template", key), mem_gb=1.0)
+            register.bidsapp_label = f"template registration {key}"
+            workflow.connect(mask_node, mask_field, register, "brain_mask")
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
         measure = None
         if not settings.skip_metrics and defacers:
@@ -130,6 +138,8 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                 mem_gb=getattr(defacer, "mem_gb", 2.0))
             tag(deface, Step(key, f"{name_} on {key}", defacers=(name_,), record=True))
             workflow.connect(mask_node, mask_field, deface, "brain_mask")
+            if register is not None and defacer.uses_template_registration:
+                workflow.connect(register, "registration", deface, "registration")
             if coreg is not None:
                 source = deface_nodes[(name_, plan.reference.key)]
                 deface.inputs.source_image = input_of(plan.reference)
