@@ -13,10 +13,11 @@ Following MRIQC 24.0.2's anatomical workflow (Esteban et al. 2017; Mortamet et a
 Template: TemplateFlow's MNI152NLin2009cAsym (MRIQC's) when its files are in
 ``TEMPLATEFLOW_HOME``, else the ICBM 2009a nonlinear symmetric T1 and GM/WM probability maps
 bundled in the ``nilearn`` wheel, with CSF derived as the template's brain (T1 > 0) minus GM and
-WM (:mod:`bidsapp.anatomy.templates`). The template brain is registered affinely (``bidsapp.anatomy.registration.register_template``, Mattes
-MI, 4 mm) to the N4-corrected, brain-masked image; MRIQC registers nonlinearly. The MNI landmarks
-MRIQC uses (glabella (0, 90, -14), inion (0, -120, -14) mm) are mapped through that affine. Without
-nilearn, the landmark planes fall back to 38 % of the brain's inferior-superior extent (where
+WM (:mod:`bidsapp.anatomy.templates`). The template brain is registered affinely
+(``bidsapp.anatomy.registration.register_template``, Mattes MI, 4 mm) to the N4-corrected,
+brain-masked image; MRIQC registers nonlinearly. The MNI landmarks MRIQC uses (glabella
+(0, 90, -14), inion (0, -120, -14) mm) are mapped through that affine. Without either template,
+the landmark planes fall back to 38 % of the brain's inferior-superior extent (where
 z = -14 mm lies in the MNI brain) and the template maps are ``None``.
 
 Deliberate differences from MRIQC, all documented in docs/metrics_iqms.md: the artifact mask uses
