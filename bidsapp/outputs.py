@@ -11,6 +11,7 @@ Layout (``<stem>`` is the input's BIDS name without suffix, e.g. ``sub-01_ses-a_
         <stem>_mod-<suffix>_desc-<defacer>_defacemask.nii.gz   voxels the defacer altered
     logs/sub-<label>/<stem>_<suffix>_desc-<defacer>.log  the defacer's own output
     logs/sub-<label>/nipype.log, crash/                  workflow log and crash files
+    logs/CITATION.md, CITATION.html, CITATION.bib        methods boilerplate of the run
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from filelock import FileLock
 
 from bidsapp import __version__
 from bidsapp.bids import AnatImage, derivative_stem, image_folder
-from bidsapp.io import atomic_copy, atomic_write_json, like_input
+from bidsapp.io import atomic_copy, atomic_write_json, atomic_write_text, like_input
 
 BIDS_VERSION = "1.10.0"
 
@@ -88,6 +89,21 @@ def log_path(output_dir: Path, image: AnatImage, defacer: str) -> Path:
 
 def participant_log_dir(output_dir: Path, subject: str) -> Path:
     return output_dir / "logs" / f"sub-{subject}"
+
+
+def write_boilerplate(settings, workflow) -> list[Path]:
+    """``logs/CITATION.md``, ``.html`` and ``.bib`` of a participant run, from ``workflow``'s
+    descriptions (:mod:`bidsapp.boilerplate`), written atomically: concurrent participant jobs
+    sharing ``output_dir`` each leave a whole set. Says once where the IQMs' template is from."""
+    from bidsapp.boilerplate import citation_files, log_template_choice
+
+    logs = Path(settings.output_dir) / "logs"
+    files = citation_files(workflow)
+    for name, text in files.items():
+        atomic_write_text(logs / name, text)
+    if not settings.skip_metrics:
+        log_template_choice()
+    return [logs / name for name in files]
 
 
 def _source(image: AnatImage, bids_dir: Path) -> str:

@@ -105,13 +105,15 @@ def measured(brain_voxels: int = 0, removed: float = 0.92) -> tuple[str, np.ndar
     altered = _face_cut(level) if removed > 0 else np.zeros(SHAPE, bool)
     altered = altered | _brain_cut(brain_voxels)
     metrics, timings, defaced = _metrics(altered)
-    entry = {"metrics": metrics, "timings_s": timings, "iqms": _iqms()[1]}
+    entry = {"metrics": metrics, "timings_s": timings, "iqms": _iqms()[1],
+             "iqm_template": _iqms()[0]["iqm_template"]}
     return json.dumps(entry), defaced, altered
 
 
 @functools.lru_cache(maxsize=1)
 def _iqms() -> tuple[dict, dict]:
     """(the input's IQM keys, one defaced image's IQMs in both modes), computed once."""
+    from bidsapp.anatomy.templates import iqm_template
     from bidsapp.metrics.iqms.defaced import record_iqms
 
     reference = _reference()
@@ -119,7 +121,7 @@ def _iqms() -> tuple[dict, dict]:
     out = record_iqms(reference.image, reference.brain_mask,
                         {"x": nib.Nifti1Image(defaced, affine())})
     original = {"iqms": out["original"], "iqm_masks": out["original_masks"],
-                "iqm_settings": out["settings"]}
+                "iqm_settings": out["settings"], "iqm_template": iqm_template().record()}
     return original, out["defacers"]["x"]
 
 

@@ -10,13 +10,14 @@ Following MRIQC 24.0.2's anatomical workflow (Esteban et al. 2017; Mortamet et a
   head, then opened; air mask = hat - artifacts;
 * template tissue maps (CSF/GM/WM) in the image's space, for ``tpm_overlap_*``.
 
-Template: the ICBM 2009a nonlinear symmetric T1 and GM/WM probability maps bundled in the
-``nilearn`` wheel (offline; MRIQC uses the 2009c asymmetric TemplateFlow ``probseg`` maps). The
-wheel has no CSF map: CSF is derived as the template's brain (T1 > 0) minus GM and WM. The
-template brain is registered affinely (``bidsapp.anatomy.registration.register_template``, Mattes
-MI, 4 mm) to the N4-corrected, brain-masked image; MRIQC registers nonlinearly. The MNI landmarks
-MRIQC uses (glabella (0, 90, -14), inion (0, -120, -14) mm) are mapped through that affine. Without
-nilearn, the landmark planes fall back to 38 % of the brain's inferior-superior extent (where
+Template: TemplateFlow's MNI152NLin2009cAsym (MRIQC's) when its files are in
+``TEMPLATEFLOW_HOME``, else the ICBM 2009a nonlinear symmetric T1 and GM/WM probability maps
+bundled in the ``nilearn`` wheel, with CSF derived as the template's brain (T1 > 0) minus GM and
+WM (:mod:`bidsapp.anatomy.templates`). The template brain is registered affinely
+(``bidsapp.anatomy.registration.register_template``, Mattes MI, 4 mm) to the N4-corrected,
+brain-masked image; MRIQC registers nonlinearly. The MNI landmarks MRIQC uses (glabella
+(0, 90, -14), inion (0, -120, -14) mm) are mapped through that affine. Without either template,
+the landmark planes fall back to 38 % of the brain's inferior-superior extent (where
 z = -14 mm lies in the MNI brain) and the template maps are ``None``.
 
 Deliberate differences from MRIQC, all documented in docs/metrics_iqms.md: the artifact mask uses
@@ -27,10 +28,7 @@ gradient's per-axis smoothing factor ``2 - zoom/min(zoom)`` is floored at 0.25 f
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -45,11 +43,6 @@ INION_MNI = (0.0, -120.0, -14.0)
 #: Fallback landmark height, as a fraction of the brain's inferior-superior extent.
 LANDMARK_FRACTION = 0.38
 ARTIFACT_ZSCORE = 10.0
-_NILEARN_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
 _S2 = ndimage.generate_binary_structure(3, 2)
 _S1 = ndimage.generate_binary_structure(3, 1)
 _S2x2 = ndimage.iterate_structure(_S2, 2)
@@ -98,30 +91,12 @@ def _axis_slab(shape, axis: int, flipped: bool, count: int, *, from_start: bool 
 # --------------------------------------------------------------------------- template
 
 
-@lru_cache(maxsize=1)
 def template_tissue_maps() -> dict | None:
-    """MNI ICBM 2009a T1 (brain) and CSF/GM/WM probability maps from the nilearn wheel.
+    """The IQMs' template maps (:func:`bidsapp.anatomy.templates.tissue_maps`: TemplateFlow's
+    MNI152NLin2009cAsym, or nilearn's ICBM 2009a maps offline)."""
+    from bidsapp.anatomy.templates import tissue_maps
 
-    Returns ``{'t1', 'csf', 'gm', 'wm': float32 arrays, 'affine': 4x4, 'brain_centroid': RAS
-    mm}`` or ``None`` when nilearn is not installed.
-    """
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    images = {k: nib.load(folder / name) for k, name in _NILEARN_FILES.items()}
-    out = {"affine": images["t1"].affine}
-    out["t1"] = np.asarray(images["t1"].dataobj, dtype=np.float32)
-    gm = np.asarray(images["gm"].dataobj, dtype=np.float32) / 255.0
-    wm = np.asarray(images["wm"].dataobj, dtype=np.float32) / 255.0
-    scale = np.maximum(gm + wm, 1.0)  # the 8-bit maps may add up to slightly above 1
-    gm, wm = gm / scale, wm / scale
-    brain = ndimage.gaussian_filter((out["t1"] > 0).astype(np.float32), 1.0)
-    out["csf"] = np.clip(brain - gm - wm, 0.0, 1.0).astype(np.float32)
-    centre = np.argwhere(out["t1"] > 0).mean(axis=0)
-    out["brain_centroid"] = nib.affines.apply_affine(out["affine"], centre)
-    out["gm"], out["wm"] = gm.astype(np.float32), wm.astype(np.float32)
-    return out
+    return tissue_maps()
 
 
 def register_mni(image: nib.Nifti1Image, brain_mask: np.ndarray, corrected: np.ndarray):
@@ -135,7 +110,7 @@ def register_mni(image: nib.Nifti1Image, brain_mask: np.ndarray, corrected: np.n
         data=tpl["t1"],
         affine=tpl["affine"],
         brain_centroid_ras=tpl["brain_centroid"],
-        name="MNI ICBM152 2009a nonlinear symmetric (nilearn)",
+        name=tpl["source"].name,
     )
     moving = nib.Nifti1Image(np.where(brain_mask, corrected, 0).astype(np.float32), image.affine)
     return register_template(moving, template=template, brain_mask=brain_mask)
@@ -354,7 +329,7 @@ def compute_masks(
     axes, _ = ras_axes(image.affine)
     info = {
         "landmarks": planes,
-        "template": None if template is None else "MNI ICBM152 2009a sym (nilearn), affine",
+        "template": None if template is None else template_tissue_maps()["source"].label,
         "registration": None if registration is None else registration.parameters,
         "voxels": {
             "brain": int(brain.sum()),

@@ -170,7 +170,7 @@ def _run_workflow(settings, images, records) -> list[tuple]:
     """Build and run one workflow holding a sub-workflow per participant; return failures."""
     from nipype.pipeline import engine as pe
 
-    from bidsapp.outputs import participant_log_dir
+    from bidsapp.outputs import participant_log_dir, write_boilerplate
     from bidsapp.workflows.participant import init_participant_wf
     from bidsapp.workflows.plugin import ResilientMultiProcPlugin
 
@@ -179,7 +179,6 @@ def _run_workflow(settings, images, records) -> list[tuple]:
     _setup_nipype(log_dir, log_dir / "crash", settings.verbosity)
     top = pe.Workflow(name="bidsapp_wf", base_dir=str(settings.work_dir))
     from bidsapp.io import as_3d_copy
-
     sources = {image.key: as_3d_copy(image.path, settings.work_dir / "inputs_3d")
                for image in images}  # single-volume 4D images are processed as 3D
     for subject in subjects:
@@ -190,6 +189,7 @@ def _run_workflow(settings, images, records) -> list[tuple]:
         crash_dir = participant_log_dir(settings.output_dir, subject) / "crash"
         sub_wf.config["execution"] = {"crashdump_dir": str(crash_dir)}
         top.add_nodes([sub_wf])
+    write_boilerplate(settings, top)  # logs/CITATION.* from the workflow's descriptions
     os.environ["BIDSAPP_WORKER_LOG"] = str(log_dir / "workers.log")
     progress = Progress(top)
     plugin_args = {"n_procs": settings.nprocs, "status_callback": progress,

@@ -79,7 +79,7 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
                         tables: list[Path] = (), identification: pd.DataFrame | None = None,
                         missing: pd.DataFrame | None = None) -> str:
     """The group report's HTML (figures inlined, gallery thumbnails linked as local files)."""
-    from bidsapp.reports import bidsapp_version, plots, render_template
+    from bidsapp.reports import bidsapp_version, citation_link, plots, render_template
 
     output_dir = Path(output_dir)
     iqm = iqm_difference_columns(table)
@@ -165,7 +165,7 @@ def render_group_report(output_dir: Path, table: pd.DataFrame, summary: pd.DataF
         "n_subjects": len({r.subject for r in found.results + found.inputs}),
         "n_images": len({r.image for r in found.results + found.inputs}),
         "n_results": len(table), "sections": sections,
-        "overall": recommendation.get("all", []),
+        "overall": recommendation.get("all", []), "citation": citation_link(output_dir),
         "failures": failures, "problems": problems,
         "missing": [] if missing is None else missing.to_dict("records"),
         "reports": [(name, (output_dir / name).is_file()) for name in reports],

@@ -70,6 +70,7 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
             reference.template = iqm_reference.masks.template
     else:
         iqm_reference = None
+    template = _template_record(iqm_reference)
     per_defacer = {}
     for name, folder in sorted(results.items()):
         timings: dict[str, float] = {}
@@ -101,6 +102,7 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
                         threads=threads, seed=seed)
                     if iqms is not None:
                         entry["iqms"] = iqms["defacers"][name]
+                        entry["iqm_template"] = template
                     timings["iqms"] = time.perf_counter() - iqm_start
                 elif "iqms" in errors:
                     failed["iqms"] = f"the original's IQMs failed ({errors['iqms']})"
@@ -115,6 +117,7 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
             out["input"]["iqms"] = iqms["original"]
             out["input"]["iqm_masks"] = iqms["original_masks"]
             out["input"]["iqm_settings"] = iqms["settings"]
+            out["input"]["iqm_template"] = template
     if errors:
         out["input"]["measurement_errors"] = errors
         out["input"]["traceback"] = {k: tracebacks.get(k, "") for k in errors}
@@ -122,6 +125,15 @@ def measure_image(image_path: Path, brain_mask_path: Path, results: dict[str, st
                                  "total_reference": time.perf_counter() - start}
     out["defacers"] = per_defacer
     return out
+
+
+def _template_record(iqm_reference) -> dict | None:
+    """Which template the IQMs' ``tpm_overlap_*`` and landmark planes came from (or None)."""
+    if iqm_reference is None or iqm_reference.masks.template is None:
+        return None
+    from bidsapp.anatomy.templates import iqm_template
+
+    return iqm_template().record()
 
 
 def _no_orientation(image: nib.Nifti1Image) -> bool:

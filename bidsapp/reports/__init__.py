@@ -60,6 +60,12 @@ def bidsapp_version(output_dir: Path) -> str:
         return __version__
 
 
+def citation_link(output_dir: Path) -> str | None:
+    """The participant level's methods boilerplate (relative link), when it was written."""
+    link = "logs/CITATION.html"
+    return link if (Path(output_dir) / link).is_file() else None
+
+
 def data_uri(path: Path, mime: str = "image/png") -> str:
     """A ``data:`` URI holding the file's bytes, to inline a figure."""
     return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
+from niworkflows.engine.workflows import LiterateWorkflow
 
 from bidsapp.bids import AnatImage
 from bidsapp.settings import Settings
@@ -59,22 +60,27 @@ def plan_images(images: list[AnatImage]) -> list[ImagePlan]:
 def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatImage],
                         input_records: dict[str, dict], defacers: list[str],
                         name: str | None = None,
-                        sources: dict[str, Path] | None = None) -> pe.Workflow:
+                        sources: dict[str, Path] | None = None) -> LiterateWorkflow:
     """Workflow that defaces every image of one participant with every defacer.
 
     ``input_records`` maps an image key to the record written beside its brain mask;
     ``sources`` an image key to the file its steps read, when not the image itself (the 3D
     copy of a single-volume 4D image, :func:`bidsapp.io.as_3d_copy`).
     """
+    from bidsapp.boilerplate import describe_participant
     from bidsapp.defacers import get_defacer
 
-    workflow = pe.Workflow(name=name or node_name("sub", subject, "wf"))
+    workflow = LiterateWorkflow(name=name or node_name("sub", subject, "wf"))
     common = {"output_dir": str(settings.output_dir), "bids_dir": str(settings.bids_dir)}
     threads = settings.omp_nthreads
     options = {"ears": settings.ears, "reface": settings.reface}
     masks, deface_nodes = {}, {}
     plans = plan_images(images)
     sources = sources or {}
+    workflow.__desc__ = describe_participant(
+        defacers, metrics=not settings.skip_metrics, carried=any(p.reference for p in plans),
+        guarded=[d for d in defacers if settings.guard_for(get_defacer(d).guard_by_default)],
+        margin_mm=settings.guard_margin_mm)
 
     def input_of(image: AnatImage) -> str:
         return str(sources.get(image.key, image.path))
