@@ -69,6 +69,16 @@ COPY bidsapp /src/bidsapp
 ARG VERSION=0.1.0.dev0
 RUN SETUPTOOLS_SCM_PRETEND_VERSION="${VERSION}" pip install --no-deps /src \
  && rm -rf /src
+# MRIQC's template for the IQMs (TemplateFlow's MNI152NLin2009cAsym, res 1 and 2), fetched now so
+# that nothing is downloaded at run time. TEMPLATEFLOW_PREFETCH=0 (offline builds such as
+# scripts/podman_check.sh) leaves the folder empty, and bidsapp falls back to nilearn's maps and
+# records that in every record (iqm_template).
+ARG TEMPLATEFLOW_PREFETCH=1
+ENV TEMPLATEFLOW_HOME=/opt/templateflow
+RUN mkdir -p /opt/templateflow \
+ && if [ "${TEMPLATEFLOW_PREFETCH}" = 1 ]; then \
+      python -c "from bidsapp.anatomy.templates import prefetch; print(*prefetch(), sep=chr(10))"; \
+    fi
 
 # --------------------------------------------------------------------------------------------
 FROM base AS native
@@ -88,6 +98,7 @@ LABEL org.opencontainers.image.title="bidsapp" \
       org.opencontainers.image.vendor="The bidsapp developers" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 COPY --from=python /opt/venv /opt/venv
+COPY --from=python /opt/templateflow /opt/templateflow
 COPY scripts/container_manifest.sh /usr/local/bin/bidsapp-manifest
 # HOME is world-writable so that any -u UID works when the root file system is writable; every
 # cache also points to /tmp for read-only runs (Docker --read-only --tmpfs /tmp, Apptainer).
@@ -99,6 +110,8 @@ RUN useradd --uid 1000 --user-group --create-home --home-dir /home/bidsapp --she
  && bidsapp-manifest join
 ENV PATH=/opt/venv/bin:${PATH} \
     HOME=/home/bidsapp \
+    TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0 \
     MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/cache \
     KERAS_HOME=/tmp/keras \

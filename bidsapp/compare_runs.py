@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 COST_FIELDS = ("wall_time_s", "cpu_time_s", "peak_rss_mb")
-#: Record keys that only hold costs (of steps shared between records).
-COST_KEYS = ("shared_steps",)
+#: Record keys that only hold costs (of steps shared between records, of the metrics' parts).
+COST_KEYS = ("shared_steps", "timings_s")
 NOT_COMPARED = ("logs/*", "*.html", "*.lock", ".*")
 
 
@@ -77,7 +77,10 @@ def bidsapp_version(root: Path) -> str | None:
 
 
 def _is_cost(name: str) -> bool:
-    return name in COST_KEYS or any(name == f or name.startswith(f + "_") for f in COST_FIELDS)
+    """A record key or a flattened table column (``metrics.timings_s.faces``) holding a cost."""
+    parts = name.split(".")
+    return any(part in COST_KEYS for part in parts) or any(
+        parts[-1] == f or parts[-1].startswith(f + "_") for f in COST_FIELDS)
 
 
 def _normalise(value: Any, version: str | None) -> Any:

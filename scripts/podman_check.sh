@@ -83,6 +83,7 @@ build() {
     version=${version:-0.1.0.dev0+g$revision}
     local build_args=(
         --build-arg "BASE_IMAGE=$base_image"
+        --build-arg "TEMPLATEFLOW_PREFETCH=0"   # no TemplateFlow (S3) here: the nilearn fallback
         --build-arg "VERSION=$version"
         --build-arg "VCS_REF=$revision"
         --build-arg "BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)"

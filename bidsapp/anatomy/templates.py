@@ -124,6 +124,24 @@ def iqm_template(resolution: int = 1) -> TemplateSource:
                           files)
 
 
+
+def prefetch() -> list[Path]:
+    """Download every file of :data:`QUERIES` at :data:`RESOLUTIONS` into ``TEMPLATEFLOW_HOME``.
+
+    For building the container (needs a network); bidsapp itself never calls it. Fails when a
+    required file did not arrive.
+    """
+    from templateflow import api
+
+    home = templateflow_home()
+    for resolution in RESOLUTIONS:
+        for query in QUERIES.values():
+            api.get(TEMPLATE, resolution=resolution, extension=".nii.gz", **query)
+    missing = [file_name(k, r) for r in RESOLUTIONS for k in REQUIRED if not _on_disk(home, k, r)]
+    if missing:
+        raise RuntimeError(f"TemplateFlow files not fetched into {home}: {', '.join(missing)}")
+    return sorted(p for p in (home / f"tpl-{TEMPLATE}").glob("*.nii.gz") if p.stat().st_size)
+
 _NILEARN_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",

@@ -111,7 +111,8 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
         if coreg is None and any(get_defacer(n).uses_template_registration for n in defacers):
             register = pe.Node(TemplateRegistration(in_file=input_of(image), seed=settings.seed),
                                name=node_name("template", key), mem_gb=1.0)
-            register.bidsapp_label = f"template registration {key}"
+            tag(register, Step(key, f"template registration {key}", defacers=tuple(
+                n for n in defacers if get_defacer(n).uses_template_registration)))
             workflow.connect(mask_node, mask_field, register, "brain_mask")
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
         measure = None
