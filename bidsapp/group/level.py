@@ -46,9 +46,9 @@ def missing_participants(bids_dir: Path | None, found: Collection,
         if results:
             reason = "every defacer failed (see Errors)"
         elif any(r.subject == label for r in found.inputs):
-            reason = "no defacer result: the participant run stopped early (killed?)"
+            reason = "no defacer result (the participant run stopped early: killed?)"
         else:
-            reason = "no results: the participant run did not run, failed early or was killed"
+            reason = "no record at all (the participant run did not run, failed early or was killed)"
         rows_.append({"participant_id": folder.name, "reason": reason})
     return pd.DataFrame(rows_, columns=["participant_id", "reason"])
 
