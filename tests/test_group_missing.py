@@ -31,7 +31,7 @@ def test_participants_without_results_are_listed_in_the_tsv_and_the_report(tmp_p
     assert list(missing["participant_id"]) == ["sub-02", "sub-03", "sub-04"]
     reasons = dict(zip(missing["participant_id"], missing["reason"]))
     assert reasons["sub-02"].startswith("every defacer failed")
-    assert reasons["sub-03"].startswith("no results")
+    assert reasons["sub-03"].startswith("no record at all")
     assert reasons["sub-04"].startswith("no defacer result")
     html = (out / "group_report.html").read_text()
     assert "3 participant(s) of the dataset have no" in html
