@@ -65,7 +65,8 @@ def describe_defacers(defacers, guarded=(), margin_mm: float = 5.0) -> str:
         where = _cite(keys) if keys else f"({defacer.citation})" if defacer.citation else ""
         items.append(f"*{defacer.title}* (`{name}`, version "
                      f"{availability(name).version or 'unknown'}) {where}: {defacer.summary}")
-    text = (f"Each image was defaced with {len(items)} tool(s), each in a process of its own on "
+    count = "one tool" if len(items) == 1 else f"{len(items)} tools"
+    text = (f"Each image was defaced with {count}, each in a process of its own on "
             "the original, the result brought back onto the input's grid and data type: "
             + "; ".join(items) + ".")
     if guarded:
