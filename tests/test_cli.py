@@ -150,3 +150,22 @@ def test_a_crash_is_attributed_from_the_step_its_node_carries():
     assert crash.explains("sub-01_T1w", "b") and not crash.explains("sub-01_T2w", "b")
     assert crash.reason == "the step crashed: WorkerDied: the worker was killed"
     assert not Crashed(SimpleNamespace(name="merge")).explains("sub-01_T1w", "a")
+
+
+@pytest.mark.slow
+def test_the_console_script_keeps_nipype_chatter_off_the_terminal(ds_faces, tmp_path):
+    """Run as pip's console script runs it: "spawn" workers import that script as ``__main__``,
+    which imports the workflows package before the worker knows its parent; the chatter must
+    still go to logs/workers.log."""
+    script = tmp_path / "bidsapp"
+    script.write_text("import sys\nfrom bidsapp.cli.main import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(ds_faces), str(out), "participant",
+         "--participant-label", "ixi012", "--defacers", "quickshear", "--skip-metrics",
+         "-w", str(tmp_path / "work")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "done quickshear on sub-ixi012_T1w" in proc.stdout
+    assert "nipype.workflow" not in proc.stdout + proc.stderr
+    assert "[Node] Finished" in (out / "logs" / "workers.log").read_text()
