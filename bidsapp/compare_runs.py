@@ -76,7 +76,7 @@ def bidsapp_version(root: Path) -> str | None:
     return None
 
 
-def _is_cost(name: str) -> bool:
+def is_cost(name: str) -> bool:
     """A record key or a flattened table column (``metrics.timings_s.faces``) holding a cost."""
     parts = name.split(".")
     return any(part in COST_KEYS for part in parts) or any(
@@ -85,7 +85,7 @@ def _is_cost(name: str) -> bool:
 
 def _normalise(value: Any, version: str | None) -> Any:
     if isinstance(value, dict):
-        return {k: _normalise(v, version) for k, v in value.items() if not _is_cost(k)}
+        return {k: _normalise(v, version) for k, v in value.items() if not is_cost(k)}
     if isinstance(value, list):
         return [_normalise(v, version) for v in value]
     if isinstance(value, str) and version and version in value:
