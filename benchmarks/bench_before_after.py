@@ -10,8 +10,9 @@ working tree, or ``--after-ref`` exported the same way. Both run with the same P
 environment, on the same images and settings:
 
 1. the head: facecut and ``niimath -deface`` (through bidsapp's runner, each in a child process
-   of its own, as in the pipeline; the brain mask computed once beforehand), ``--repeats``
-   times, before and after alternately; the median wall time, CPU time (the process and the
+   of its own, as in the pipeline; the brain mask computed once beforehand), and the niimath
+   binary alone with pydeface's template and mask, ``--repeats`` times, before and after
+   alternately; the median wall time, CPU time (the process and the
    tools it ran) and peak RSS of each (CPU time is the figure to trust on a busy machine);
 2. one whole participant run (``bidsapp ... participant --nprocs N``) with each version:
    wall time, CPU time of every process and peak RSS of the largest one;
@@ -46,13 +47,14 @@ def export_ref(ref: str, dest: Path) -> Path:
     return dest
 
 
-def timed(args: list[str], source: Path, log: Path) -> tuple[float, float, int, float]:
-    """Run ``python ARGS`` with ``source`` first on the path: (wall s, peak RSS MB, exit, CPU s
-    of the process and the processes it waited for)."""
+def timed(args: list[str], source: Path, log: Path, *, python: bool = True
+          ) -> tuple[float, float, int, float]:
+    """Run ``python ARGS`` (or ``ARGS`` as a command) with ``source`` first on the path: (wall
+    s, peak RSS MB, exit, CPU s of the process and the processes it waited for)."""
     env = {**os.environ, "PYTHONPATH": str(source), "NIPYPE_NO_ET": "1"}
     start = time.perf_counter()
     with log.open("wb") as handle:
-        proc = subprocess.Popen([sys.executable, *args], stdout=handle,
+        proc = subprocess.Popen([sys.executable, *args] if python else args, stdout=handle,
                                 stderr=subprocess.STDOUT, env=env, cwd=log.parent)
         _, status, usage = os.wait4(proc.pid, 0)
     return (time.perf_counter() - start, usage.ru_maxrss / 1024.0,
@@ -84,9 +86,27 @@ def head_runs(head: Path, sources: dict[str, Path], out: Path, repeats: int) -> 
                 if code != 0:
                     raise RuntimeError(f"{defacer} ({version}) failed: see {run}/defacer.log")
                 cells.setdefault((defacer, version), []).append((wall, rss, cpu))
+        # the C tool alone, as the runner calls it (no Python, no reading back its output)
+        run = work / f"niimath-binary-{repeat}"
+        run.mkdir()
+        wall, rss, code, cpu = timed(niimath_command(head, run), sources["after"],
+                                     run / "niimath.log", python=False)
+        if code != 0:
+            raise RuntimeError(f"niimath -deface failed: see {run}/niimath.log")
+        cells.setdefault(("niimath -deface (binary alone)", "-"), []).append((wall, rss, cpu))
     return [(f"{defacer} on {head.name}", version,
              *(statistics.median(run[i] for run in runs) for i in range(3)))
             for (defacer, version), runs in sorted(cells.items())]
+
+
+def niimath_command(head: Path, out: Path) -> list[str]:
+    """``niimath HEAD -deface TEMPLATE MASK OUT``: the command bidsapp's niimath defacer runs."""
+    from bidsapp.anatomy.templates import pydeface_file
+    from bidsapp.defacers.niimath import FACE_MASK, TEMPLATE, niimath_executable
+
+    return [niimath_executable() or "niimath", str(head), "-deface",
+            str(pydeface_file(TEMPLATE)), str(pydeface_file(FACE_MASK)),
+            str(out / "niimath_defaced.nii.gz")]
 
 
 def participant_run(version: str, source: Path, args, out: Path) -> tuple:
