@@ -9,7 +9,11 @@ computed it once per image) and bidsapp's own version string. Logs,
 HTML reports (they show times and dates) and lock files are not compared, only listed when one
 folder lacks them.
 
-    python -m bidsapp.compare_runs FIRST SECOND [--ignore GLOB ...]
+    python -m bidsapp.compare_runs FIRST SECOND [--ignore GLOB ...] [--new-key KEY ...]
+
+``--new-key`` names a record key the second (newer) version adds, such as provenance an older
+version did not write: it is left out of a second record whose first lacks it, and nothing else
+is forgiven (a key either version changed still differs).
 
 Exit status 0 when both folders hold the same outputs, 1 when anything differs.
 """
@@ -104,20 +108,31 @@ def _nifti_bytes(path: Path) -> bytes:
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
-def same_file(first: Path, second: Path, versions: tuple[str | None, str | None]) -> bool:
+def _without_new(value: Any, older: Any, new_keys: tuple[str, ...]) -> Any:
+    """``value`` without the ``new_keys`` that ``older`` (the same record, older) lacks."""
+    if not (new_keys and isinstance(value, dict) and isinstance(older, dict)):
+        return value
+    return {k: _without_new(v, older.get(k), new_keys) for k, v in value.items()
+            if k in older or k not in new_keys}
+
+
+def same_file(first: Path, second: Path, versions: tuple[str | None, str | None],
+              new_keys: tuple[str, ...] = ()) -> bool:
     """Whether two output files hold the same result (see the module docstring)."""
     name = first.name
     if name.endswith((".nii", ".nii.gz")):
         return _nifti_bytes(first) == _nifti_bytes(second)
     if name.endswith(".json"):
-        return (_normalise(json.loads(first.read_text()), versions[0])
-                == _normalise(json.loads(second.read_text()), versions[1]))
+        older = json.loads(first.read_text())
+        return (_normalise(older, versions[0]) == _normalise(
+            _without_new(json.loads(second.read_text()), older, new_keys), versions[1]))
     if name.endswith(".tsv"):
         return _table(first, versions[0]) == _table(second, versions[1])
     return first.read_bytes() == second.read_bytes()
 
 
-def compare_outputs(first: Path, second: Path, ignore: tuple[str, ...] = ()) -> Comparison:
+def compare_outputs(first: Path, second: Path, ignore: tuple[str, ...] = (),
+                    new_keys: tuple[str, ...] = ()) -> Comparison:
     """Compare every file of two output folders with the same relative path."""
     first, second = Path(first), Path(second)
     versions = (bidsapp_version(first), bidsapp_version(second))
@@ -131,7 +146,7 @@ def compare_outputs(first: Path, second: Path, ignore: tuple[str, ...] = ()) -> 
             result.only_first.append(rel)
         elif rel not in a:
             result.only_second.append(rel)
-        elif same_file(first / rel, second / rel, versions):
+        elif same_file(first / rel, second / rel, versions, new_keys):
             result.same.append(rel)
         else:
             result.different.append(rel)
@@ -145,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("second", type=Path)
     parser.add_argument("--ignore", action="append", default=[], metavar="GLOB",
                         help="relative paths not to compare (repeatable), e.g. 'logs/CITATION.*'")
+    parser.add_argument("--new-key", action="append", default=[], metavar="KEY",
+                        help="a record key only the second (newer) version writes (repeatable)")
     args = parser.parse_args(argv)
     for folder in (args.first, args.second):
         if not (folder / "dataset_description.json").is_file():
             parser.error(f"{folder} is not a bidsapp output folder (no dataset_description.json)")
-    result = compare_outputs(args.first, args.second, tuple(args.ignore))
+    result = compare_outputs(args.first, args.second, tuple(args.ignore), tuple(args.new_key))
     print("\n".join(result.lines()))
     return 0 if result.identical else 1
 

@@ -148,11 +148,20 @@ def test_bad_image_is_isolated(ds_faces, tmp_path):
     shutil.copy(ds_faces / "dataset_description.json", bids)
     bad = bids / "sub-xa30" / "anat" / "sub-xa30_run-2_T1w.nii.gz"
     bad.write_bytes(bad.read_bytes()[:5000])
+    only_bad = bids / "sub-gone" / "anat" / "sub-gone_T1w.nii.gz"  # nothing of it can run
+    only_bad.parent.mkdir(parents=True)
+    only_bad.write_bytes(bad.read_bytes())
     before = file_hashes(bids)
     proc, _ = run_bidsapp(bids, tmp_path / "out", "participant", "-w", tmp_path / "work",
                        "--defacers", "quickshear")
     assert proc.returncode == 1
     assert str(bad) in proc.stderr and "truncated" in proc.stderr
+    # sub-xa30's report is a workflow step; sub-gone has no step, so its report (listing
+    # the error) is drawn after the workflow
+    log = proc.stdout + proc.stderr
+    assert "done report sub-xa30" in log and f"report: {tmp_path / 'out' / 'sub-gone.html'}" in log
+    assert "truncated" in (tmp_path / "out" / "sub-gone.html").read_text()
+    assert (tmp_path / "out" / "sub-xa30.html").is_file()
     anat = tmp_path / "out" / "sub-xa30" / "anat"
     assert (anat / "sub-xa30_run-1_desc-quickshear_T1w.nii.gz").is_file()
     failed = json.loads((anat / "sub-xa30_run-2_desc-original_T1w.json").read_text())

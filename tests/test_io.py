@@ -94,3 +94,22 @@ def test_compare_runs_ignores_the_shared_steps_costs(tmp_path):
         atomic_write_json(tmp_path / name / "b.json", {**record, "altered_voxels": len(name)})
     result = compare_outputs(tmp_path / "first", tmp_path / "second")
     assert result.same == ["a_desc-facecut_T1w.json"] and result.different == ["b.json"]
+
+
+def test_compare_runs_forgives_only_the_named_new_keys(tmp_path):
+    """``new_keys``: provenance a newer version adds is left out where the older record lacks
+    it; a changed value of that key, or any other new key, still differs."""
+    from bidsapp.compare_runs import compare_outputs
+
+    old = {"status": "ok", "iqms": {"cjv": 0.4}}
+    new = {"status": "ok", "iqms": {"cjv": 0.4}, "iqm_template": {"name": "MNI"}}
+    for folder, records in (("first", {"a.json": old, "b.json": old,
+                                       "c.json": {**old, "iqm_template": {"name": "MNI"}}}),
+                            ("second", {"a.json": new, "b.json": {**new, "other": 1},
+                                        "c.json": {**old, "iqm_template": {"name": "X"}}})):
+        for name, record in records.items():
+            atomic_write_json(tmp_path / folder / name, record)
+    assert compare_outputs(tmp_path / "first", tmp_path / "second").different == [
+        "a.json", "b.json", "c.json"]
+    result = compare_outputs(tmp_path / "first", tmp_path / "second", new_keys=("iqm_template",))
+    assert result.same == ["a.json"] and result.different == ["b.json", "c.json"]

@@ -58,14 +58,46 @@ def test_a_failing_family_is_recorded_and_the_others_computed(quickshear_result,
 
 
 def test_measure_image_on_a_good_mask_has_no_error(quickshear_result, tmp_path):
+    from bidsapp.metrics.reference import OriginalReference, defaced_skin
+    from bidsapp.metrics.seen import load_seen, seen_path
+    from bidsapp.reports.participant_figures import detection_builder, render_builder
+
     brain = quickshear_result["root"] / "brain.nii.gz"
+    key = "sub-xa30_run-1_T1w"
     out = measure_image(quickshear_result["image"], brain,
-                        {"quickshear": str(quickshear_result["root"] / "run")})
+                        {"quickshear": str(quickshear_result["root"] / "run")},
+                        seen=(tmp_path / "seen", key))
     assert "measurement_errors" not in out["input"]
     entry = out["defacers"]["quickshear"]
     assert "measurement_errors" not in entry
     assert entry["metrics"]["bet_dice"] > 0.9 and entry["iqms"]["original_masks"]["delta"]
     assert out["input"]["iqms"]["cjv"] > 0 and "orientation_check" not in out["input"]
+
+    # the head the metrics measured is kept for the report: the same mask, bit for bit
+    kept_path = seen_path(tmp_path / "seen", key, "quickshear")
+    assert kept_path.name == "sub-xa30_run-1_desc-quickshear_T1w_seen.npz"
+    kept = load_seen(kept_path)
+    defaced = nib.load(quickshear_result["root"] / "run" / "defaced.nii.gz")
+    reference = OriginalReference.build(quickshear_result["image_nii"],
+                                        quickshear_result["brain"], render=False)
+    skin, _, _ = defaced_skin(reference, defaced, render=False)
+    assert kept.head.dtype == bool and np.array_equal(kept.head, skin.head)
+    assert np.allclose(kept.affine, reference.grid.affine)
+    metrics = entry["metrics"]
+    assert (kept.detection_view == metrics["face_view"]), (kept.detection_view, metrics)
+    # a report drawn without it (a participant the workflow did not reach) builds the same head
+    from bidsapp.metrics.render import skin_mesh
+    from bidsapp.reports.plots import head_mesh
+
+    rebuilt = head_mesh(defaced, brain)
+    assert np.array_equal(rebuilt.vertices, skin_mesh(kept.head, kept.affine).vertices)
+    # and the report draws its renders (and the detector's view) from it
+    render_builder(None, None, None, kept_path)(tmp_path / "render.png")
+    assert (tmp_path / "render.png").stat().st_size > 10_000
+    if kept.detection_view is not None:
+        detection_builder(None, None, kept.detection_view, metrics["face_box"], kept_path)(
+            tmp_path / "detection.png")
+        assert (tmp_path / "detection.png").stat().st_size > 1_000
 
 
 def test_orientation_check_on_a_real_head(quickshear_result):

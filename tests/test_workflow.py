@@ -165,3 +165,47 @@ def test_runner_failure_is_a_record(tmp_path, ds_faces):
     record = run_measured(spec)
     assert record["status"] == "failed" and "brain mask" in record["error"]
     assert not (Path(tmp_path) / "run" / "defaced.nii.gz").exists()
+
+
+def test_the_report_is_a_node_after_everything_of_its_participant(ds_faces, tmp_path):
+    """One report node per participant: it waits for every sink (defaced images, input records,
+    measurements) and takes the heads each metrics step measured; nothing else waits for it."""
+    import networkx as nx
+
+    settings = _settings(ds_faces, tmp_path)
+    images = find_anatomical_images(load_layout(ds_faces), subjects=["uber"])
+    wf = init_participant_wf(settings=settings, subject="uber", images=images,
+                             input_records={}, defacers=list(settings.defacers))
+    graph = wf._graph
+    reports = [n for n in graph.nodes() if n.name.startswith("report_")]
+    assert [n.name for n in reports] == ["report_uber"]
+    report = reports[0]
+    assert report.bidsapp_step.report and report.bidsapp_step.image == "sub-uber"
+    ancestors = {n.name for n in nx.ancestors(graph, report)}
+    sinks = {n.name for n in graph.nodes() if n.name.startswith("ds_")}
+    assert len(sinks) == 2 * (2 + len(settings.defacers)) and sinks <= ancestors
+    assert {f"measure_{i.key.replace('-', '_')}" for i in images} <= ancestors
+    assert not list(graph.successors(report))
+    merged = wf.get_node("seen_dirs_uber")
+    assert {u.name for u, _ in graph.in_edges(merged)} == {
+        f"measure_results_{i.key.replace('-', '_')}" for i in images}
+
+
+def test_the_originals_metrics_run_beside_the_defacers(ds_faces, tmp_path):
+    """The original's metrics stage needs only the brain mask, so it runs beside the defacers;
+    the results' stage waits for it and for every defacer of the image."""
+    import networkx as nx
+
+    settings = _settings(ds_faces, tmp_path)
+    images = find_anatomical_images(load_layout(ds_faces), subjects=["uber"])
+    wf = init_participant_wf(settings=settings, subject="uber", images=images,
+                             input_records={}, defacers=list(settings.defacers))
+    graph = wf._graph
+    for image in images:
+        key = image.key.replace("-", "_")
+        original = wf.get_node(f"measure_{key}")
+        assert not [n for n in nx.ancestors(graph, original) if n.name.startswith("deface_")]
+        results = {n.name for n in nx.ancestors(graph, wf.get_node(f"measure_results_{key}"))}
+        assert {f"measure_{key}"} | {f"deface_{d}_{key}" for d in settings.defacers} <= results
+        sink = {n.name for n in nx.ancestors(graph, wf.get_node(f"ds_metrics_{key}"))}
+        assert {f"measure_{key}", f"measure_results_{key}"} <= sink

@@ -21,6 +21,8 @@ from bidsapp.errors import UsageError  # noqa: E402
 from bidsapp.io import check_writable  # noqa: E402
 
 LOGGER = logging.getLogger("bidsapp")
+#: How often the workflow runner looks for finished steps and starts the next ones.
+POLL_SECONDS = 0.1
 
 
 def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
@@ -35,7 +37,11 @@ def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
         "execution": {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
                       "hash_method": "timestamp", "stop_on_first_crash": False,
                       "remove_unnecessary_outputs": False, "check_version": False,
-                      "create_report": False},
+                      "create_report": False,
+                      # nipype looks for finished steps every 2 s by default: with a few dozen
+                      # short bookkeeping steps chained per image that idled the cores for
+                      # minutes; a tenth of a second costs nothing
+                      "poll_sleep_duration": POLL_SECONDS},
         "monitoring": {"enabled": False},
     })
     nlogging.update_logging(config)
@@ -50,6 +56,7 @@ def run_participant(settings) -> int:
     from bidsapp.bids import (
         check_dataset, check_image, check_sidecars, find_anatomical_images, load_layout,
     )
+    from bidsapp.reports.participant import write_reports
     from bidsapp.workflows.participant import plan_images
 
     start = time.time()
@@ -98,28 +105,18 @@ def run_participant(settings) -> int:
             LOGGER.warning("input warning: %s", record["orientation_warning"])
     failures += [(image.key, "input", problems[image.key], None)
                  for image in images if image.key in problems]
+    reported: set[str] = set()
     if valid:
-        failures += _run_workflow(settings, valid, records)
-    failures += _write_reports(settings, sorted({image.subject for image in images}))
+        crashed, reported = _run_workflow(settings, valid, records)
+        failures += crashed
+    # the workflow draws each report; these are the participants it could not reach (no valid
+    # image, or a step the report waits for crashed): drawn here from what was written
+    unreached = sorted({image.subject for image in images} - reported)
+    failures += [(f"sub-{subject} report", "report", message, None) for subject, message in
+                 write_reports(settings.output_dir, unreached, show_faces=settings.show_faces,
+                               bids_dir=settings.bids_dir)]
     plans = {p.image.key: p for p in plan_images(valid)}
     return _summarise(settings, images, plans, failures, time.time() - start)
-
-
-def _write_reports(settings, subjects: list[str]) -> list[tuple]:
-    """One HTML report per participant; a report that fails is a failure, not a crash."""
-    from bidsapp.reports.participant import write_participant_report
-
-    failures = []
-    for subject in subjects:
-        try:
-            path = write_participant_report(settings.output_dir, subject,
-                                            show_faces=settings.show_faces,
-                                            bids_dir=settings.bids_dir)
-            LOGGER.info("report: %s", path)
-        except Exception as exc:
-            LOGGER.error("the report of sub-%s failed: %s", subject, exc)
-            failures.append((f"sub-{subject} report", "report", str(exc), None))
-    return failures
 
 
 def _version() -> str:
@@ -166,8 +163,9 @@ def _input_record(image) -> dict:
             "oblique": bool(np.abs(nib.affines.obliquity(img.affine)).max() > 1e-3)}
 
 
-def _run_workflow(settings, images, records) -> list[tuple]:
-    """Build and run one workflow holding a sub-workflow per participant; return failures."""
+def _run_workflow(settings, images, records) -> tuple[list[tuple], set[str]]:
+    """Build and run one workflow holding a sub-workflow per participant; return the failures
+    and the participants whose report step ran."""
     from nipype.pipeline import engine as pe
 
     from bidsapp.outputs import participant_log_dir, write_boilerplate
@@ -200,7 +198,7 @@ def _run_workflow(settings, images, records) -> list[tuple]:
         top.run(plugin=ResilientMultiProcPlugin(plugin_args=plugin_args))
     except RuntimeError as exc:  # nipype raises after the run when a node crashed
         LOGGER.debug("workflow finished with errors: %s", exc)
-    return progress.failures
+    return progress.failures, progress.reported
 
 
 def _summarise(settings, images, plans, failures, elapsed: float) -> int:

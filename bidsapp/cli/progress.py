@@ -38,7 +38,8 @@ class Crashed:
 class Progress:
     """nipype status callback: what is running, done and failed, with the elapsed time.
 
-    ``failures`` collects ``(name, "crash", Crashed, node folder)`` for each crashed node.
+    ``failures`` collects ``(name, "crash", Crashed, node folder)`` for each crashed node;
+    ``reported`` the participants whose report step ended (drawn, or crashed and counted).
     """
 
     def __init__(self, workflow):
@@ -48,6 +49,7 @@ class Progress:
         self.done = self.failed = 0
         self.running: set[str] = set()
         self.failures: list[tuple] = []
+        self.reported: set[str] = set()
 
     def __call__(self, node, status: str) -> None:
         step = step_of(node)
@@ -61,6 +63,8 @@ class Progress:
             LOGGER.debug("[%s] started %s", self._clock(), label)
             return
         self.running.discard(label)
+        if step.report:
+            self.reported.add(step.image.removeprefix("sub-"))
         if status == "exception":
             self.failed += 1
             reason = self._crashed(node)

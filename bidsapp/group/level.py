@@ -100,18 +100,13 @@ def rewrite_reports(settings, subjects: Iterable[str]) -> list[str]:
     the identification; one problem line per report that failed (figures are cached, so this is
     cheap). The reports keep the participant level's ``show_faces`` choice only when the group
     level is given it too."""
-    from bidsapp.reports.participant import write_participant_report
+    from bidsapp.reports.participant import write_reports
 
-    problems = []
-    for subject in subjects:
-        try:
-            write_participant_report(settings.output_dir, subject,
-                                     show_faces=getattr(settings, "show_faces", False),
-                                     bids_dir=getattr(settings, "bids_dir", None))
-        except Exception as exc:  # one report must not stop the others
-            problems.append(f"sub-{subject}.html: the report was not rewritten "
-                            f"({type(exc).__name__}: {exc})")
-    return problems
+    failed = write_reports(settings.output_dir, subjects,
+                           show_faces=getattr(settings, "show_faces", False),
+                           bids_dir=getattr(settings, "bids_dir", None))
+    return [f"sub-{subject}.html: the report was not rewritten ({why})"
+            for subject, why in failed]
 
 
 @dataclass

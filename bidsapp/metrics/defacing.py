@@ -19,7 +19,7 @@ from bidsapp.faces import detect as _detect
 from bidsapp.metrics import brain as _brain
 from bidsapp.metrics import downstream as _downstream
 from bidsapp.metrics import face as _face
-from bidsapp.metrics.reference import OriginalReference, defaced_skin, first_volume, timed
+from bidsapp.metrics.reference import OriginalReference, Skin, defaced_skin, first_volume, timed
 
 #: A face with at least this percentage painted with the image maximum is a refacer's shell.
 PAINTED_PCT = 10.0
@@ -48,11 +48,12 @@ def _detection_keys(faces: _detect.FaceViews | None, painted_pct: float) -> dict
 
 @dataclass(frozen=True)
 class DefacedMeasures:
-    """One defaced image's record, and the brain mask and tissues the downstream step computed
-    on it (None when that step did not run)."""
+    """One defaced image's record, the brain mask and tissues the downstream step computed on
+    it (None when that step did not run) and its skin as the face metrics saw it."""
 
     record: dict[str, Any]
     anatomy: _downstream.DefacedAnatomy | None = None
+    skin: Skin | None = None
 
 
 def measure_defaced(reference: OriginalReference, defaced: nib.Nifti1Image,
@@ -96,10 +97,10 @@ def measure_defaced(reference: OriginalReference, defaced: nib.Nifti1Image,
                 reference.brain_mask, reference.volumes, defaced, threads=reference.threads,
                 seed=reference.seed, template=reference.template)
         record.update(keys)
-        return DefacedMeasures(record, anatomy)
+        return DefacedMeasures(record, anatomy, skin)
     else:
         record.update(_downstream.empty())
-    return DefacedMeasures(record)
+    return DefacedMeasures(record, skin=skin)
 
 
 def defacing_metrics(reference: OriginalReference, defaced: nib.Nifti1Image,

@@ -27,7 +27,7 @@ import pandas as pd
 from bidsapp.bids import derivative_stem
 from bidsapp.reports import asset, bidsapp_version, format_number, render_template
 from bidsapp.reports.participant_figures import (
-    Figures, Framing, cameras, detection_builder, mosaic_builder, render_builder,
+    Figures, Framing, Seen, cameras, detection_builder, mosaic_builder, render_builder,
 )
 from bidsapp.results.group_tables import RATINGS, RATINGS_DIR, read_group_results
 from bidsapp.results.links import anchor, figure_path
@@ -175,9 +175,11 @@ def _crash_files(output_dir: Path, subject: str) -> list[str]:
 
 
 def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
-                  bids_dir: Path | None = None, figures: bool = True) -> dict[str, Any]:
+                  bids_dir: Path | None = None, figures: bool = True,
+                  seen_dirs=None) -> dict[str, Any]:
     """Everything the template shows about one participant (figures made on the way)."""
     output_dir = Path(output_dir)
+    measured = Seen(seen_dirs)
     found = collect(output_dir, [subject])
     table = add_verdicts(rows(found.results))
     inputs = {r.image: r for r in found.inputs}
@@ -251,7 +253,7 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
             name = row["defacer"]
             record = results[key][name]
             card = _result_card(output_dir, record, row, suffix, brain, cams, maker,
-                                figures)
+                                figures, measured)
             done, stale = verdicts[i]
             card["verdict_source"] = row["verdict_source"]
             card["stale"] = stale
@@ -264,7 +266,8 @@ def build_context(output_dir: Path, subject: str, *, show_faces: bool = False,
                 detector["figure"] = maker.make(
                     figure_path(output_dir, key, suffix, name, "detection"),
                     [framing.original, defaced, record.path] + ([brain] if brain else []),
-                    detection_builder(framing, defaced, detector["view"], detector["box"]),
+                    detection_builder(framing, defaced, detector["view"], detector["box"],
+                                      measured.get(key, name)),
                     f"{key} / {name} detector's view")
             entry["results"].append(card)
             if record.data.get("status") != "ok":
@@ -308,7 +311,7 @@ def _input_facts(source, output_dir: Path) -> list[tuple[str, str]]:
     return facts
 
 
-def _result_card(output_dir, record, row, suffix, brain, cams, maker, figures):
+def _result_card(output_dir, record, row, suffix, brain, cams, maker, figures, measured):
     name, data = record.defacer, record.data
     key = record.image
     defaced = record.path.with_name(record.path.name[: -len(".json")] + ".nii.gz")
@@ -333,19 +336,39 @@ def _result_card(output_dir, record, row, suffix, brain, cams, maker, figures):
                                     mosaic_builder(defaced, altered, brain),
                                     f"{key} / {name} mosaic")
         card["render"] = maker.make(figure_path(output_dir, key, suffix, name, "render"), deps,
-                                    render_builder(defaced, brain, cams),
+                                    render_builder(defaced, brain, cams,
+                                                   measured.get(key, name)),
                                     f"{key} / {name} render")
     return card
 
 
+def write_reports(output_dir: Path, subjects, *, show_faces: bool = False,
+                  bids_dir: Path | None = None) -> list[tuple[str, str]]:
+    """Write the report of each of ``subjects``; ``(subject, why)`` for each that failed (one
+    report that fails never stops the others)."""
+    failed = []
+    for subject in subjects:
+        try:
+            path = write_participant_report(output_dir, subject, show_faces=show_faces,
+                                            bids_dir=bids_dir)
+            LOGGER.info("report: %s", path)
+        except Exception as exc:
+            LOGGER.error("the report of sub-%s failed: %s", subject, exc)
+            failed.append((subject, f"{type(exc).__name__}: {exc}"))
+    return failed
+
+
 def write_participant_report(output_dir: Path, subject: str, *, show_faces: bool = False,
-                             bids_dir: Path | None = None, figures: bool = True) -> Path:
+                             bids_dir: Path | None = None, figures: bool = True,
+                             seen_dirs=None) -> Path:
     """Write ``output_dir/sub-<subject>.html`` from the participant's results; return its path.
 
     ``show_faces`` adds renders and slices of the *original* head (found through the records'
     ``Sources`` and ``dataset_description.json``, or ``bids_dir``): the report then identifies
     the participant. Figures are cached under ``sub-<subject>/figures/`` and rebuilt when older
-    than their images; ``figures=False`` leaves them out (tables only).
+    than their images; ``figures=False`` leaves them out (tables only). ``seen_dirs``: the
+    metrics steps' folders of the defaced heads as measured (:mod:`bidsapp.metrics.seen`); the
+    3D renders and the detector's view are drawn from them when there.
     """
     from markupsafe import Markup
 
@@ -354,7 +377,7 @@ def write_participant_report(output_dir: Path, subject: str, *, show_faces: bool
     output_dir = Path(output_dir)
     subject = subject.removeprefix("sub-")
     context = build_context(output_dir, subject, show_faces=show_faces, bids_dir=bids_dir,
-                            figures=figures)
+                            figures=figures, seen_dirs=seen_dirs)
     html = render_template("participant.html", script=Markup(asset("ratings.js")), **context)
     path = output_dir / f"sub-{subject}.html"
     atomic_write_text(path, html)

@@ -52,11 +52,33 @@ def cameras(brain: Path | None):
         return None
 
 
-def render_builder(image: Path, brain: Path | None, cams):
+class Seen:
+    """Finds the defaced heads the metrics step kept (:mod:`bidsapp.metrics.seen`)."""
+
+    def __init__(self, folders):
+        self.folders = [Path(f) for f in folders or ()]
+
+    def get(self, image_key: str, defacer: str) -> Path | None:
+        from bidsapp.metrics.seen import find_seen
+
+        return find_seen(self.folders, image_key, defacer) if self.folders else None
+
+
+def render_builder(image: Path, brain: Path | None, cams, seen: Path | None = None):
+    """Renders of ``image``'s head: the head the metrics measured when ``seen`` is given, else
+    built here the way the metrics build it."""
     from bidsapp.reports import plots
 
     def build(target: Path) -> None:
-        mesh = plots.head_mesh(image, brain if brain is not None and brain.is_file() else None)
+        if seen is not None:
+            from bidsapp.metrics import render
+            from bidsapp.metrics.seen import load_seen
+
+            kept = load_seen(seen)
+            mesh = render.skin_mesh(kept.head, kept.affine)
+        else:
+            mesh = plots.head_mesh(image, brain if brain is not None and brain.is_file()
+                                   else None)
         plots.plot_renders(mesh, target, camera_by_view=cams or plots.cameras([mesh]))
     return build
 
@@ -93,11 +115,12 @@ class Framing:
         return self._framed
 
 
-def detection_builder(framing: Framing, defaced: Path, view: str, box):
+def detection_builder(framing: Framing, defaced: Path, view: str, box, seen: Path | None = None):
     """The detector's render of the defaced head from ``view``, with its box drawn.
 
-    The camera is re-derived from the original (its framing on the face), as the participant
-    level derived it; only the defaced head is rendered, never the original.
+    The render the detector saw, when the metrics step kept it (``seen``); else the camera is
+    re-derived from the original (its framing on the face), as the participant level derived
+    it. Only the defaced head is rendered, never the original.
     """
     def build(target: Path) -> None:
         import nibabel as nib
@@ -105,6 +128,13 @@ def detection_builder(framing: Framing, defaced: Path, view: str, box):
         from bidsapp.metrics.reference import defaced_render
         from bidsapp.reports import plots
 
+        if seen is not None:
+            from bidsapp.metrics.seen import load_seen
+
+            kept = load_seen(seen)
+            if kept.detection_view == view and kept.detection_image is not None:
+                plots.plot_detection(kept.detection_image, box, target)
+                return
         reference, cameras = framing.get()
         if view not in cameras:
             raise ValueError(f"view {view} is not one of the original's views")

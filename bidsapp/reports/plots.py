@@ -203,19 +203,21 @@ def head_mesh(image, brain_mask=None):
     """The outer-skin mesh (world mm, RAS) of ``image``'s head, as the face metrics see it.
 
     The head mask is :func:`bidsapp.metrics.face.head_mask` on the RAS world grid, thresholded
-    relative to the brain's median intensity (or the 99th percentile without a brain mask).
+    as the metrics threshold it (a fraction of the median intensity in the brain mask, on the
+    stored voxels), or at a tenth of the 99th percentile without a brain mask.
     """
     from bidsapp.metrics import face, render
+    from bidsapp.metrics.reference import finite_float32, first_volume
 
     image = _load(image)
     grid = face.world_grid(image)
-    data = np.asanyarray(image.dataobj).reshape(image.shape[:3]).astype(np.float32)
+    data = finite_float32(first_volume(image))
     world = face.to_world(grid, image, data)
     brain_img = _load(brain_mask, image)
     threshold = float("nan")
     if brain_img is not None:
-        brain = face.to_world(grid, image, np.asanyarray(brain_img.dataobj) > 0, order=0) > 0.5
-        threshold = face.head_threshold(world, brain)
+        brain = np.asanyarray(brain_img.dataobj).reshape(data.shape) > 0
+        threshold = face.head_threshold(data, brain)
     if not np.isfinite(threshold):
         positive = world[world > 0]
         threshold = 0.1 * float(np.percentile(positive, 99)) if positive.size else 0.5

@@ -171,41 +171,103 @@ class Deface(SimpleInterface):
         return runtime
 
 
-class _MeasureInputSpec(BaseInterfaceInputSpec):
+class _MeasureOriginalInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="original image")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask of the original")
-    defacers = traits.List(traits.Str, mandatory=True)
-    records = traits.List(traits.Dict, mandatory=True, desc="each defacer's record, same order")
-    result_dirs = traits.List(traits.Str, mandatory=True, desc="each defacer's result folder")
     seed = traits.Int(42, usedefault=True)
     threads = traits.Int(1, usedefault=True)
 
 
-class _MeasureOutputSpec(TraitedSpec):
-    metrics_file = File(exists=True, desc="JSON: input face check and IQMs, per-defacer metrics")
+class _MeasureOriginalOutputSpec(TraitedSpec):
+    input_file = File(exists=True, desc="JSON: the input's face check and IQMs")
+    state = File(exists=True, desc="what every result is compared with (pickle)")
 
 
-class Measure(SimpleInterface):
-    """Defacing metrics and IQMs of every defacer's result for one image (one child process)."""
+class MeasureOriginal(SimpleInterface):
+    """The original's metrics stage, once per image (one child process)."""
 
-    input_spec = _MeasureInputSpec
-    output_spec = _MeasureOutputSpec
+    input_spec = _MeasureOriginalInputSpec
+    output_spec = _MeasureOriginalOutputSpec
 
     def _run_interface(self, runtime):
-        from bidsapp.io import atomic_write_json
+        cwd = Path(runtime.cwd)
+        spec = {"image": self.inputs.in_file, "brain_mask": self.inputs.brain_mask,
+                "threads": self.inputs.threads, "seed": self.inputs.seed,
+                "out": str(cwd / "input.json"), "state": str(cwd / "original.pkl")}
+        _measure(cwd, "original", spec, self.inputs.threads)
+        self._results["input_file"], self._results["state"] = spec["out"], spec["state"]
+        return runtime
 
+
+class _MeasureResultsInputSpec(BaseInterfaceInputSpec):
+    state = File(exists=True, mandatory=True, desc="the original's stage (MeasureOriginal)")
+    defacers = traits.List(traits.Str, mandatory=True)
+    records = traits.List(traits.Dict, mandatory=True, desc="each defacer's record, same order")
+    result_dirs = traits.List(traits.Str, mandatory=True, desc="each defacer's result folder")
+    image_key = traits.Str(mandatory=True, desc="the image's key (names what is kept)")
+    threads = traits.Int(1, usedefault=True)
+
+
+class _MeasureResultsOutputSpec(TraitedSpec):
+    results_file = File(exists=True, desc="JSON: defacer -> its metrics (those that succeeded)")
+    seen_dir = traits.Str(desc="folder of the defaced heads as measured (for the report)")
+
+
+class MeasureResults(SimpleInterface):
+    """Every successful defacer's metrics against the original's stage (one child process)."""
+
+    input_spec = _MeasureResultsInputSpec
+    output_spec = _MeasureResultsOutputSpec
+
+    def _run_interface(self, runtime):
         cwd = Path(runtime.cwd)
         results = {name: folder for name, record, folder in
                    zip(self.inputs.defacers, self.inputs.records, self.inputs.result_dirs)
                    if record.get("status") == "ok"}
-        out = cwd / "metrics.json"
-        spec = {"image": self.inputs.in_file, "brain_mask": self.inputs.brain_mask,
-                "results": results, "threads": self.inputs.threads, "seed": self.inputs.seed,
-                "out": str(out)}
-        atomic_write_json(cwd / "measure_spec.json", spec)
-        _run_step([str(cwd / "measure_spec.json")], cwd, self.inputs.threads,
-                  module="bidsapp.metrics.measure")
-        self._results["metrics_file"] = str(out)
+        spec = {"state": self.inputs.state, "results": results,
+                "image_key": self.inputs.image_key, "seen_dir": str(cwd / "seen"),
+                "out": str(cwd / "results.json")}
+        _measure(cwd, "results", spec, self.inputs.threads)
+        self._results["results_file"], self._results["seen_dir"] = spec["out"], spec["seen_dir"]
+        return runtime
+
+
+def _measure(cwd: Path, stage: str, spec: dict, threads: int) -> None:
+    from bidsapp.io import atomic_write_json
+
+    atomic_write_json(cwd / f"measure_{stage}.json", spec)
+    _run_step([stage, str(cwd / f"measure_{stage}.json")], cwd, threads,
+              module="bidsapp.metrics.measure")
+
+
+class _ReportInputSpec(BaseInterfaceInputSpec):
+    output_dir = traits.Str(mandatory=True)
+    bids_dir = traits.Str(mandatory=True)
+    subject = traits.Str(mandatory=True)
+    show_faces = traits.Bool(False, usedefault=True)
+    seen_dirs = traits.List(traits.Str, desc="the metrics steps' folders of measured heads")
+    written = traits.List(desc="the participant's sinks' outputs (only to run after them)")
+
+
+class _ReportOutputSpec(TraitedSpec):
+    out_report = File(exists=True, desc="output_dir/sub-<label>.html")
+
+
+class ParticipantReport(SimpleInterface):
+    """The participant's HTML report, drawn once everything of the participant is written."""
+
+    input_spec = _ReportInputSpec
+    output_spec = _ReportOutputSpec
+
+    def _run_interface(self, runtime):
+        from nipype.interfaces.base import isdefined
+
+        from bidsapp.reports.participant import write_participant_report
+
+        seen = list(self.inputs.seen_dirs) if isdefined(self.inputs.seen_dirs) else []
+        self._results["out_report"] = str(write_participant_report(
+            Path(self.inputs.output_dir), self.inputs.subject, show_faces=self.inputs.show_faces,
+            bids_dir=Path(self.inputs.bids_dir), seen_dirs=seen))
         return runtime
 
 
@@ -227,7 +289,8 @@ class _MeasurementsSinkInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Str(mandatory=True)
     image = traits.Str(mandatory=True, desc="JSON of the AnatImage")
     defacers = traits.List(traits.Str, mandatory=True)
-    metrics_file = File(exists=True, mandatory=True, desc="the Measure node's JSON")
+    input_file = File(exists=True, mandatory=True, desc="the original's stage JSON")
+    results_file = File(exists=True, mandatory=True, desc="the results' stage JSON")
     written = traits.List(desc="the image sinks' outputs (only to run after them)")
 
 
@@ -241,7 +304,8 @@ class MeasurementsSink(SimpleInterface):
         from bidsapp import outputs
         from bidsapp.bids import AnatImage
 
-        measured = json.loads(Path(self.inputs.metrics_file).read_text())
+        measured = {"input": json.loads(Path(self.inputs.input_file).read_text()),
+                    "defacers": json.loads(Path(self.inputs.results_file).read_text())}
         written = outputs.write_measurements(Path(self.inputs.output_dir),
                                              AnatImage.from_json(self.inputs.image),
                                              list(self.inputs.defacers), measured)

@@ -2,9 +2,11 @@
 
 For each anatomical image: a deepbet brain mask of the original (``brainmask_*``), pydeface's
 template registered to it once for the template defacers (``template_*``), one measured
-run per defacer (``deface_*``) and a sink for each result (``ds_*``); the metrics (``measure_*``)
-are added to the written records afterwards (``ds_metrics_*``), so a failed measurement never
-holds back a result. A T2w, FLAIR or other
+run per defacer (``deface_*``) and a sink for each result (``ds_*``); the metrics, the
+original's stage (``measure_<image>``, beside the defacers) then the results'
+(``measure_results_<image>``), are added to the written records afterwards (``ds_metrics_*``), so a
+failed measurement never holds back a result; the participant's report (``report_<label>``)
+once all of it is written. A T2w, FLAIR or other
 non-T1w image of a session that has a T1w is defaced with that T1w's altered-voxel mask carried
 over by a rigid registration (``coreg_*``, computed once and reused by every defacer).
 """
@@ -23,8 +25,8 @@ from bidsapp.bids import AnatImage
 from bidsapp.settings import Settings
 from bidsapp.workflows.steps import Step, tag
 from bidsapp.workflows.interfaces import (
-    BrainMask, Coregister, Deface, DerivativesSink, Measure, MeasurementsSink,
-    TemplateRegistration,
+    BrainMask, Coregister, Deface, DerivativesSink, MeasureOriginal, MeasureResults,
+    MeasurementsSink, ParticipantReport, TemplateRegistration,
 )
 
 
@@ -75,6 +77,7 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
     threads = settings.omp_nthreads
     options = {"ears": settings.ears, "reface": settings.reface}
     masks, deface_nodes = {}, {}
+    written, seen = [], []  # (node, output) the report waits for; the measured heads
     plans = plan_images(images)
     sources = sources or {}
     workflow.__desc__ = describe_participant(
@@ -115,25 +118,39 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
                 n for n in defacers if get_defacer(n).uses_template_registration)))
             workflow.connect(mask_node, mask_field, register, "brain_mask")
         workflow.connect(mask_node, mask_field, sink_original, "brain_mask")
+        written.append((sink_original, "out_files"))
         measure = None
         if not settings.skip_metrics and defacers:
-            measure = pe.Node(Measure(in_file=input_of(image), defacers=list(defacers),
-                                      seed=settings.seed, threads=threads),
-                              name=node_name("measure", key), n_procs=threads, mem_gb=4.0)
+            # the original's stage needs only the brain mask: it runs beside the defacers
+            measure = pe.Node(MeasureOriginal(in_file=input_of(image), seed=settings.seed,
+                                              threads=threads),
+                              name=node_name("measure", key), n_procs=threads, mem_gb=3.0)
             tag(measure, Step(key, f"metrics {key}"))
-            merge_records = pe.Node(niu.Merge(len(defacers)), name=node_name("records", key))
-            merge_dirs = pe.Node(niu.Merge(len(defacers)), name=node_name("results", key))
+            results = pe.Node(MeasureResults(defacers=list(defacers), image_key=key,
+                                             threads=threads),
+                              name=node_name("measure_results", key), n_procs=threads,
+                              mem_gb=3.0)
+            tag(results, Step(key, f"metrics of the results of {key}"))
+            merge_records = pe.Node(niu.Merge(len(defacers)), name=node_name("records", key),
+                                    run_without_submitting=True)
+            merge_dirs = pe.Node(niu.Merge(len(defacers)), name=node_name("results", key),
+                                 run_without_submitting=True)
             sink_metrics = pe.Node(MeasurementsSink(image=image.to_json(),
                                                     output_dir=common["output_dir"],
                                                     defacers=list(defacers)),
                                    name=node_name("ds_metrics", key), overwrite=True)
-            merge_sinks = pe.Node(niu.Merge(len(defacers) + 1), name=node_name("sinks", key))
+            merge_sinks = pe.Node(niu.Merge(len(defacers) + 1), name=node_name("sinks", key),
+                                  run_without_submitting=True)
             workflow.connect([(mask_node, measure, [(mask_field, "brain_mask")]),
-                              (merge_records, measure, [("out", "records")]),
-                              (merge_dirs, measure, [("out", "result_dirs")]),
-                              (measure, sink_metrics, [("metrics_file", "metrics_file")]),
+                              (measure, results, [("state", "state")]),
+                              (merge_records, results, [("out", "records")]),
+                              (merge_dirs, results, [("out", "result_dirs")]),
+                              (measure, sink_metrics, [("input_file", "input_file")]),
+                              (results, sink_metrics, [("results_file", "results_file")]),
                               (sink_original, merge_sinks, [("out_files", "in1")]),
                               (merge_sinks, sink_metrics, [("out", "written")])])
+            written.append((sink_metrics, "out_files"))
+            seen.append((results, "seen_dir"))
         for index, name_ in enumerate(defacers, start=1):
             defacer = get_defacer(name_)
             deface = pe.Node(
@@ -159,8 +176,27 @@ def init_participant_wf(*, settings: Settings, subject: str, images: list[AnatIm
             tag(sink, Step(key, defacers=(name_,)))
             workflow.connect([(deface, sink, [("record", "record"),
                                               ("result_dir", "result_dir")])])
+            written.append((sink, "out_files"))
             if measure is not None:
                 workflow.connect([(deface, merge_records, [("record", f"in{index}")]),
                                   (deface, merge_dirs, [("result_dir", f"in{index}")]),
                                   (sink, merge_sinks, [("out_files", f"in{index + 1}")])])
+    _add_report(workflow, settings, subject, written, seen)
     return workflow
+
+
+def _add_report(workflow, settings: Settings, subject: str, written: list, seen: list) -> None:
+    """The participant's report, drawn once all its images are written, beside other steps."""
+    report = pe.Node(ParticipantReport(output_dir=str(settings.output_dir),
+                                       bids_dir=str(settings.bids_dir), subject=subject,
+                                       show_faces=settings.show_faces),
+                     name=node_name("report", subject), mem_gb=1.0, overwrite=True)
+    tag(report, Step(f"sub-{subject}", f"report sub-{subject}", report=True))
+    for field, sources in (("written", written), ("seen_dirs", seen)):
+        if not sources:
+            continue
+        merge = pe.Node(niu.Merge(len(sources)), name=node_name(field, subject),
+                        run_without_submitting=True)
+        workflow.connect([(node, merge, [(output, f"in{i}")])
+                          for i, (node, output) in enumerate(sources, start=1)])
+        workflow.connect(merge, "out", report, field)

@@ -17,13 +17,15 @@ class Step:
     ``label`` is shown on the terminal (None: bookkeeping, such as sinks and merges, reported only
     when it crashes); ``defacers`` are the defacer results the node gates (a crash of the node
     explains why they are missing); ``record``: the node's ``record`` output is a defacer's
-    record (status, time, memory).
+    record (status, time, memory); ``report``: the node draws the report of the participant
+    ``image`` names (``sub-<label>``).
     """
 
     image: str
     label: str | None = None
     defacers: tuple[str, ...] = ()
     record: bool = False
+    report: bool = False
 
 
 def tag(node, step: Step):
