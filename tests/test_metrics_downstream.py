@@ -123,3 +123,18 @@ def test_flair_tissue_volumes_are_named_after_the_template(ds_faces):
     # the same image again: every class matches its namesake in the original
     for key in ("gm_change_pct", "wm_change_pct", "csf_change_pct"):
         assert abs(record[key]) < 1.0, (key, record[key])
+
+
+@pytest.mark.slow
+def test_segmentation_leaves_no_temporary_file(ixi012, tmp_path, monkeypatch):
+    """antspyx's Atropos writes its posteriors to files it never removes (1,842 of them had
+    piled up in this machine's /tmp); the segmentation removes them."""
+    import tempfile
+
+    from bidsapp.anatomy.segmentation import segment_tissues
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tissues = segment_tissues(ixi012.image, ixi012.brain_mask)
+    assert tissues.probs["wm"][ixi012.brain_mask].mean() > 0.1
+    assert tempfile.tempdir == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []

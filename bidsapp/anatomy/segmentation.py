@@ -150,24 +150,37 @@ def n4_bias_field(
 def _atropos_parameters(
     corrected: np.ndarray, brain_mask: np.ndarray, zooms, spacing_mm: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Means, variances and proportions of Atropos' 3 classes on a subsampled copy."""
+    """Means, variances and proportions of Atropos' 3 classes on a subsampled copy.
+
+    antspyx's ``atropos`` writes its posteriors to files named by :func:`tempfile.mktemp` and
+    never removes them (about 300 kB per call, in ``/tmp``): here they go to a folder of their
+    own, removed once read.
+    """
+    import tempfile
+
     import ants
 
     step = block_factors(zooms, spacing_mm)
     sub = (slice(None, None, step[0]), slice(None, None, step[1]), slice(None, None, step[2]))
     data, mask = corrected[sub], brain_mask[sub]
     spacing = [float(z) * s for z, s in zip(zooms[:3], step)]
-    result = ants.atropos(
-        a=_ants_image(data * mask, spacing),
-        x=_ants_image(mask.astype(np.float32), spacing),
-        i="Kmeans[3]",
-        m="[0.01,1x1x1]",
-        c="[5,0]",
-        r=0,
-        v=0,
-    )
+    with tempfile.TemporaryDirectory(prefix="bidsapp-atropos-") as scratch:
+        previous, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            result = ants.atropos(
+                a=_ants_image(data * mask, spacing),
+                x=_ants_image(mask.astype(np.float32), spacing),
+                i="Kmeans[3]",
+                m="[0.01,1x1x1]",
+                c="[5,0]",
+                r=0,
+                v=0,
+            )
+            posts = np.stack([p.numpy()[mask] for p in result["probabilityimages"]])
+        finally:
+            tempfile.tempdir = previous
     values = data[mask].astype(np.float64)
-    posts = np.stack([p.numpy()[mask] for p in result["probabilityimages"]]).astype(np.float64)
+    posts = posts.astype(np.float64)
     weights = posts.sum(axis=1) + 1e-12
     means = posts @ values / weights
     variances = (posts * (values[None] - means[:, None]) ** 2).sum(axis=1) / weights
