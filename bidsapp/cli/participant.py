@@ -21,8 +21,6 @@ from bidsapp.errors import UsageError  # noqa: E402
 from bidsapp.io import check_writable  # noqa: E402
 
 LOGGER = logging.getLogger("bidsapp")
-#: How often the workflow runner looks for finished steps and starts the next ones (s).
-POLL_SECONDS = 0.5
 
 
 def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
@@ -37,11 +35,7 @@ def _setup_nipype(log_dir: Path, crash_dir: Path, verbosity: int) -> None:
         "execution": {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
                       "hash_method": "timestamp", "stop_on_first_crash": False,
                       "remove_unnecessary_outputs": False, "check_version": False,
-                      "create_report": False,
-                      # nipype looks for finished steps every 2 s by default, and each of the
-                      # few dozen short bookkeeping steps chained per image waited for it; each
-                      # look costs the parent about 20 ms of CPU (at 0.1 s a fifth of a core)
-                      "poll_sleep_duration": POLL_SECONDS},
+                      "create_report": False},
         "monitoring": {"enabled": False},
     })
     nlogging.update_logging(config)
